@@ -1,0 +1,317 @@
+"""Building blocks shared by every network: causal convolutions, tap buffers and streams.
+
+A `CausalConv1d` stores its kernel time-major, `(out, K, in)`, so that one streaming step is a
+single matrix product of the flattened window of the last K inputs, `(B, K * in)`, with a free
+view of the weight, `(out, K * in)`; the batch path uses the same tensor through `F.conv1d`.
+Both paths therefore share one set of weights and one definition of the taps:
+
+    y[t] = b + sum_s W[:, s, :] @ x[t - (K - 1 - s) * d]        (x[t < 0] = 0, zero history)
+
+A `TapBuffer` keeps those windows for a stream: a fixed-size tensor per dilation phase, holding
+every input twice (at slot q and q + K) so the newest K inputs are always one contiguous slice.
+It is allocated once and written in place; no step allocates a cache or changes its shape.
+
+Networks compute on `Signal`s, tensors that know the absolute time of their first column, so
+that the full pass (zero history), valid mode (`outputs=n`) and stream priming are one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class StreamError(RuntimeError):
+    """A stream was used in a way the contract forbids (training mode, wrong shapes)."""
+
+
+@dataclass
+class Signal:
+    """A feature sequence `data: (B, C, T)` whose first column is at absolute time `start`.
+
+    Times before 0 are zeros (zero history); times are counted at the signal's own rate.
+    """
+
+    data: Tensor
+    start: int
+
+    @property
+    def end(self) -> int:
+        """One past the last time held."""
+        return self.start + self.data.shape[-1]
+
+    def span(self, lo: int, hi: int) -> Tensor:
+        """Columns for times `lo..hi` inclusive, `(B, C, hi - lo + 1)`, zeros before `start`.
+
+        Zeros before `start` are exact for negative times; for `0 <= lo < start` they only feed
+        outputs that the caller discards (see `UpConv1d.forward_span`).
+        """
+        if hi >= self.end:
+            raise ValueError(f"time {hi} not computed (signal ends at {self.end})")
+        first = max(lo, self.start)
+        piece = self.data[..., first - self.start : hi + 1 - self.start]
+        if first > lo:
+            piece = F.pad(piece, (first - lo, 0))
+        return piece
+
+
+def _uniform_(tensor: Tensor, fan_in: int) -> None:
+    # PyTorch's default Conv1d initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    nn.init.uniform_(tensor, -bound, bound)
+
+
+class CausalConv1d(nn.Module):
+    """Causal (dilated, optionally strided) 1-D convolution with a time-major kernel.
+
+    weight: `(out_channels, kernel_size, in_channels)`; bias: `(out_channels,)`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        stride: int = 1,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or dilation < 1 or stride < 1:
+            raise ValueError("kernel_size, dilation and stride must be positive")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.stride = stride
+        self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        _uniform_(self.weight, in_channels * kernel_size)
+        _uniform_(self.bias, in_channels * kernel_size)
+
+    @property
+    def history(self) -> int:
+        """How many earlier inputs (at this layer's rate) one output looks back."""
+        return (self.kernel_size - 1) * self.dilation
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Valid convolution: `x: (B, in, T)` -> `(B, out, (T - history - 1) // stride + 1)`."""
+        weight = self.weight.transpose(1, 2)  # (out, in, K), the layout F.conv1d expects
+        return F.conv1d(x, weight, self.bias, stride=self.stride, dilation=self.dilation)
+
+    def forward_span(self, x: Signal, lo: int, hi: int) -> Signal:
+        """Outputs for times `lo..hi` (at the output rate) from the signal `x`."""
+        first = lo * self.stride - self.history
+        return Signal(self(x.span(first, hi * self.stride)), lo)
+
+    def step(self, window: Tensor) -> Tensor:
+        """One output from the flattened window of its K taps: `(B, K * in)` -> `(B, out)`."""
+        weight = self.weight.reshape(self.out_channels, -1)  # a view: (out, K * in)
+        return torch.addmm(self.bias, window, weight.t())
+
+
+class UpConv1d(nn.Module):
+    """Causal stride-2 transposed convolution, kept in polyphase form.
+
+    Output `u[2m] = b + sum_q W[2q] c[m - q]` and `u[2m + 1] = b + sum_q W[2q + 1] c[m - q]`:
+    exactly `ConvTranspose1d(stride=2)` with its output cropped to be causal, written as two
+    coarse-rate convolutions (even and odd taps) so that a streaming step runs only one of them.
+    Parameters: `C_in * C_out * kernel_size + C_out`, as for the transposed convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size < 2:
+            raise ValueError("an up-sampling convolution needs kernel_size >= 2")
+        self.kernel_size = kernel_size
+        self.even = CausalConv1d(in_channels, out_channels, (kernel_size + 1) // 2)
+        self.odd = CausalConv1d(in_channels, out_channels, kernel_size // 2)
+        self.odd.bias = self.even.bias  # one bias, shared by both phases
+        fan_in = out_channels * kernel_size  # as torch initialises ConvTranspose1d
+        _uniform_(self.even.weight, fan_in)
+        _uniform_(self.odd.weight, fan_in)
+        _uniform_(self.even.bias, fan_in)
+
+    @staticmethod
+    def coarse_start(fine_lo: int, kernel_size: int) -> int:
+        """Earliest coarse time that the fine outputs from `fine_lo` on depend on."""
+        taps = (kernel_size + 1) // 2 if fine_lo % 2 == 0 else kernel_size // 2
+        return fine_lo // 2 - (taps - 1)
+
+    def forward_span(self, c: Signal, lo: int, hi: int) -> Signal:
+        """Fine outputs for times `lo..hi` from the coarse signal `c`: `(B, out, hi - lo + 1)`."""
+        first, last = lo // 2, hi // 2
+        even = self.even.forward_span(c, first, last).data  # (B, out, M), times 2m
+        odd = self.odd.forward_span(c, first, last).data  # (B, out, M), times 2m + 1
+        fine = torch.stack((even, odd), dim=-1).flatten(-2)  # (B, out, 2M), from time 2 * first
+        return Signal(fine[..., lo - 2 * first : hi + 1 - 2 * first], lo)
+
+    def step(self, window: Tensor, fine_time: int) -> Tensor:
+        """One fine output from the window of the last `ceil(K/2)` coarse inputs, flattened."""
+        if fine_time % 2 == 0:
+            return self.even.step(window)
+        skip = (self.even.kernel_size - self.odd.kernel_size) * self.even.in_channels
+        return self.odd.step(window[:, skip:])
+
+
+class TapBuffer:
+    """The inputs a (dilated) causal convolution needs for its next output, kept in place.
+
+    data: `(dilation, B, 2 * K, C)`. Input number n goes to phase `n % dilation`, slots
+    `q = (n // dilation) % K` and `q + K`; the window for input n is the contiguous slice
+    `[q + 1, q + 1 + K)` of its phase, oldest first, ending with input n itself.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.data = torch.zeros(dilation, batch_size, 2 * kernel_size, channels, device=device, dtype=dtype)
+        self.count = 0
+
+    def reset(self) -> None:
+        """Back to zero history."""
+        self.data.zero_()
+        self.count = 0
+
+    def _slot(self, n: int) -> tuple[Tensor, int]:
+        return self.data[n % self.dilation], (n // self.dilation) % self.kernel_size
+
+    def push(self, x: Tensor) -> Tensor:
+        """Append `x: (B, C)`; return the window ending with it, `(B, K * C)` (a view)."""
+        return self.push_parts((x,))
+
+    def push_parts(self, parts: tuple[Tensor, ...]) -> Tensor:
+        """Append the channel-wise concatenation of `parts` without concatenating them."""
+        row, q = self._slot(self.count)
+        start = 0
+        for part in parts:
+            stop = start + part.shape[-1]
+            row[:, q, start:stop] = part
+            row[:, q + self.kernel_size, start:stop] = part
+            start = stop
+        self.count += 1
+        return row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
+
+    def window(self) -> Tensor:
+        """The window ending with the latest input, `(B, K * C)`, without appending."""
+        row, q = self._slot(self.count - 1)
+        return row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
+
+    def fill(self, history: Tensor) -> None:
+        """Restart as if every column of `history: (B, C, T)` had been pushed in order."""
+        self.reset()
+        total = history.shape[-1]
+        keep = min(total, self.kernel_size * self.dilation)
+        times = torch.arange(total - keep, total)
+        phases = times % self.dilation
+        slots = (times // self.dilation) % self.kernel_size
+        values = history[..., total - keep :].permute(2, 0, 1).to(self.data)  # (keep, B, C)
+        for offset in (0, self.kernel_size):
+            self.data[phases, :, slots + offset] = values
+        self.count = total
+
+
+class Stream:
+    """Sample-by-sample inference for one network, owning all of its caches.
+
+    `step(x_t)` returns what the full forward pass returns at the current time; `prime(x)`
+    feeds a whole context in one parallel pass. Subclasses implement `_step`, `_prime` and
+    `_buffers`; the weights stay on the network, so several streams can share it.
+    """
+
+    def __init__(self, network: CausalNetwork, batch_size: int) -> None:
+        self.network = network
+        self.batch_size = batch_size
+        self.time = 0
+
+    def _buffers(self) -> list[TapBuffer]:
+        raise NotImplementedError
+
+    def _step(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _prime(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _check(self, x: Tensor, dims: int) -> None:
+        if self.network.training:
+            raise StreamError("streams run in eval mode only: call network.eval() first")
+        expected = (self.batch_size, self.network.in_channels)
+        if x.dim() != dims or tuple(x.shape[:2]) != expected:
+            raise StreamError(f"expected input of shape {expected}{' + (T,)' if dims == 3 else ''}, got {tuple(x.shape)}")
+
+    def reset(self) -> None:
+        """Back to time 0 with zero history."""
+        for buffer in self._buffers():
+            buffer.reset()
+        self.time = 0
+
+    def step(self, x: Tensor) -> Tensor:
+        """Feed `x: (B, in_channels)` at the current time; return `(B, out_channels)`."""
+        self._check(x, 2)
+        with torch.no_grad():
+            out = self._step(x)
+        self.time += 1
+        return out
+
+    def prime(self, x: Tensor) -> Tensor:
+        """Restart from zero history, feed `x: (B, in_channels, T)` at once; return `(B, out, T)`.
+
+        Later `step` calls continue at time T.
+        """
+        self._check(x, 3)
+        with torch.no_grad():
+            out = self._prime(x)
+        self.time = x.shape[-1]
+        return out
+
+
+class CausalNetwork(nn.Module):
+    """The contract every network honours (see DESIGN.md).
+
+    `forward(x, outputs=None)`: `x: (B, in_channels, T)` -> `(B, out_channels, T)` (or the last
+    `outputs` columns, computing only what they need). Output t predicts element t + 1.
+    """
+
+    in_channels: int
+    out_channels: int
+
+    @property
+    def receptive_field(self) -> int:
+        raise NotImplementedError
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Stream:
+        raise NotImplementedError
+
+    def _parameter_like(self, device: torch.device | str | None, dtype: torch.dtype | None) -> dict:
+        reference = next(self.parameters())
+        return {"device": device or reference.device, "dtype": dtype or reference.dtype}
+
+    @staticmethod
+    def _check_outputs(x: Tensor, in_channels: int, outputs: int | None) -> int:
+        if x.dim() != 3 or x.shape[1] != in_channels:
+            raise ValueError(f"expected input (batch, {in_channels}, time), got {tuple(x.shape)}")
+        total = x.shape[-1]
+        if outputs is None:
+            return total
+        if not 1 <= outputs <= total:
+            raise ValueError(f"outputs must be between 1 and the input length {total}, got {outputs}")
+        return outputs

@@ -1,0 +1,211 @@
+"""Seq-U-Net: a causal one-dimensional U-Net (Stoller et al., IJCAI 2020, §3.1).
+
+Level i (0-based) runs at 1 / 2**i of the input rate. A down-sampling block computes a
+shortcut `s_i = conv(h_i)` and the coarser input `h_{i+1} = conv_stride2(s_i)`; a bottleneck
+convolution sits at the coarsest level; an up-sampling block computes `u_i = upconv(y_{i+1})`
+(stride-2 transposed convolution) and `y_i = conv([u_i, s_i])`. Every convolution but the
+1x1 output one is followed by LeakyReLU and Dropout.
+
+Causality and time anchoring: coarse time m at level i+1 is fine time 2m at level i, so the
+down-sampling phase is anchored at t = 0 and appending inputs never changes earlier outputs.
+Each signal's time before 0 is zeros. Rather than padding convolutions, the forward pass
+computes each signal only on the time range the requested outputs need (`_plan`): the full
+pass, valid mode and stream priming are the same code.
+
+Fast inference (§3.1): a stream runs level i only every 2**i steps, so about two levels per
+step on average, whatever the depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.configs import SeqUNetConfig
+from models.core import CausalConv1d, CausalNetwork, Signal, Stream, TapBuffer, UpConv1d
+
+
+def _coarse(length: int) -> int:
+    """Samples at the next coarser level for `length` samples (time 0 anchored)."""
+    return (length + 1) // 2
+
+
+class SeqUNet(CausalNetwork):
+    """Seq-U-Net with `len(channels) - 1` down/up-sampling blocks and a bottleneck.
+
+    x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(channels) < 1 or kernel_size < 2:
+            raise ValueError("SeqUNet needs at least one width and kernel_size >= 2")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config = SeqUNetConfig(tuple(channels), kernel_size, dropout)
+        self.levels = len(channels) - 1
+        widths = [in_channels, *channels]
+        k = kernel_size
+        self.shortcut_convs = nn.ModuleList(CausalConv1d(widths[i], widths[i + 1], k) for i in range(self.levels))
+        self.down_convs = nn.ModuleList(CausalConv1d(c, c, k, stride=2) for c in channels[:-1])
+        self.bottleneck = CausalConv1d(widths[-2], widths[-1], k)
+        self.up_convs = nn.ModuleList(UpConv1d(channels[i + 1], channels[i + 1], k) for i in range(self.levels))
+        self.merge_convs = nn.ModuleList(
+            CausalConv1d(channels[i + 1] + channels[i], channels[i], k) for i in range(self.levels)
+        )
+        self.output_conv = CausalConv1d(channels[0], out_channels, 1)
+        self.dropout = nn.Dropout(dropout)
+        self._receptive_field = receptive_field_of(self._plan, self.levels)
+
+    @classmethod
+    def from_config(cls, in_channels: int, out_channels: int, config: SeqUNetConfig) -> SeqUNet:
+        return cls(in_channels, out_channels, config.channels, config.kernel_size, config.dropout)
+
+    @property
+    def receptive_field(self) -> int:
+        return self._receptive_field
+
+    def _activate(self, x: Tensor) -> Tensor:
+        return self.dropout(F.leaky_relu(x))
+
+    def _plan(self, first_output: int, clip: bool = True) -> dict[str, list[int]]:
+        """The first time of every signal that outputs from `first_output` on need.
+
+        Keys: `h` (block inputs, level 0 is the network input, level L the bottleneck input),
+        `s` (shortcuts), `merge` (first output of each merge input), `y` (block outputs,
+        level L is the bottleneck output). With `clip`, times before 0 are not computed.
+        """
+        k, levels = self.config.kernel_size, self.levels
+        floor = 0 if clip else -(1 << 62)
+        y = [max(first_output, floor)]
+        merge: list[int] = []
+        for _ in range(levels):
+            merge.append(max(y[-1] - (k - 1), floor))
+            y.append(max(UpConv1d.coarse_start(merge[-1], k), floor))
+        h = [0] * (levels + 1)
+        s = [0] * levels
+        h[levels] = max(y[levels] - (k - 1), floor)
+        for i in reversed(range(levels)):
+            s[i] = max(min(merge[i], 2 * h[i + 1] - (k - 1)), floor)
+            h[i] = max(s[i] - (k - 1), floor)
+        return {"h": h, "s": s, "merge": merge, "y": y}
+
+    def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
+        """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""
+        n = self._check_outputs(x, self.in_channels, outputs)
+        return self._run(x, x.shape[-1] - n).data
+
+    def _run(self, x: Tensor, first_output: int, record: dict[str, list[Signal]] | None = None) -> Signal:
+        plan = self._plan(first_output)
+        lengths = [x.shape[-1]]
+        for _ in range(self.levels):
+            lengths.append(_coarse(lengths[-1]))
+        h = Signal(x[..., plan["h"][0] :], plan["h"][0])
+        shortcuts = []
+        for i in range(self.levels):
+            s = self._conv(self.shortcut_convs[i], h, plan["s"][i], lengths[i])
+            shortcuts.append(s)
+            h = self._conv(self.down_convs[i], s, plan["h"][i + 1], lengths[i + 1])
+            _note(record, "h", h)
+        y = self._conv(self.bottleneck, h, plan["y"][self.levels], lengths[self.levels])
+        for i in reversed(range(self.levels)):
+            lo, hi = plan["merge"][i], lengths[i] - 1
+            u = Signal(self._activate(self.up_convs[i].forward_span(y, lo, hi).data), lo)
+            _note(record, "coarse", y)
+            merged = Signal(torch.cat((u.data, shortcuts[i].span(lo, hi)), dim=1), lo)
+            _note(record, "merged", merged)
+            y = self._conv(self.merge_convs[i], merged, plan["y"][i], hi + 1)
+        if record is not None:
+            record["s"] = shortcuts
+        return Signal(self.output_conv(y.data[..., first_output - y.start :]), first_output)
+
+    def _conv(self, conv: CausalConv1d, x: Signal, lo: int, length: int) -> Signal:
+        return Signal(self._activate(conv.forward_span(x, lo, length - 1).data), lo)
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> SeqUNetStream:
+        return SeqUNetStream(self, batch_size, **self._parameter_like(device, dtype))
+
+
+def _note(record: dict[str, list[Signal]] | None, key: str, signal: Signal) -> None:
+    if record is not None:
+        record.setdefault(key, []).append(signal)
+
+
+def receptive_field_of(plan: Callable[..., dict[str, list[int]]], levels: int) -> int:
+    """Inputs that can influence one output, maximised over the down-sampling phases.
+
+    `plan(first_output, clip=False)["h"][0]` is the earliest input an output needs; the
+    network is periodic in time with period 2**levels, so one period far from 0 covers all.
+    """
+    period = 1 << levels
+    base = period * 1024
+    return max(t - plan(t, clip=False)["h"][0] + 1 for t in range(base, base + period))
+
+
+class SeqUNetStream(Stream):
+    """Time-variant streaming for `SeqUNet`: level i runs every 2**i steps (paper §3.1)."""
+
+    def __init__(self, network: SeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        super().__init__(network, batch_size)
+        self.net = network
+        k = network.config.kernel_size
+        widths = [network.in_channels, *network.config.channels]
+        like = {"device": device, "dtype": dtype}
+        levels = network.levels
+        self.shortcut = [TapBuffer(batch_size, widths[i], k, **like) for i in range(levels)]
+        self.down = [TapBuffer(batch_size, widths[i + 1], k, **like) for i in range(levels)]
+        self.bottleneck = TapBuffer(batch_size, widths[-2], k, **like)
+        self.coarse = [TapBuffer(batch_size, widths[i + 2], (k + 1) // 2, **like) for i in range(levels)]
+        self.merge = [TapBuffer(batch_size, widths[i + 2] + widths[i + 1], k, **like) for i in range(levels)]
+
+    def _buffers(self) -> list[TapBuffer]:
+        return [*self.shortcut, *self.down, self.bottleneck, *self.coarse, *self.merge]
+
+    def _step(self, x: Tensor) -> Tensor:
+        y = self._level(0, x, self.time)
+        return self.net.output_conv.step(y)
+
+    def _level(self, i: int, h: Tensor, time: int) -> Tensor:
+        """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
+        net = self.net
+        if i == net.levels:
+            return F.leaky_relu(net.bottleneck.step(self.bottleneck.push(h)))
+        s = F.leaky_relu(net.shortcut_convs[i].step(self.shortcut[i].push(h)))
+        down_window = self.down[i].push(s)
+        if time % 2 == 0:  # this shortcut is kept by the decimation: the coarser levels run
+            h_next = F.leaky_relu(net.down_convs[i].step(down_window))
+            coarse_window = self.coarse[i].push(self._level(i + 1, h_next, time // 2))
+        else:
+            coarse_window = self.coarse[i].window()
+        u = F.leaky_relu(net.up_convs[i].step(coarse_window, time))
+        return F.leaky_relu(net.merge_convs[i].step(self.merge[i].push_parts((u, s))))
+
+    def _prime(self, x: Tensor) -> Tensor:
+        record: dict[str, list[Signal]] = {}
+        out = self.net._run(x.to(self.bottleneck.data), 0, record)
+        inputs = [Signal(x, 0), *record.get("h", [])]
+        levels = self.net.levels
+        for i in range(levels):
+            self.shortcut[i].fill(inputs[i].data)
+            self.down[i].fill(record["s"][i].data)
+        self.bottleneck.fill(inputs[levels].data)
+        # The up path ran from the coarsest level to the finest.
+        for i, coarse, merged in zip(reversed(range(levels)), record.get("coarse", []), record.get("merged", [])):
+            self.coarse[i].fill(coarse.data)
+            self.merge[i].fill(merged.data)
+        return out.data

@@ -1,0 +1,1 @@
+"""Preset TOML files shipped with sequnet (one per dataset or task)."""

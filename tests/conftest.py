@@ -1,0 +1,28 @@
+"""Hermetic tests: the user data dir is a temp folder; datasets come from ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "sequnet-home"))
+    monkeypatch.setenv("SEQUNET_DATA_DIR", str(SHARED_DATA / "polyphonic"))
+    monkeypatch.setenv("SEQUNET_DEVICE", "cpu")
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    skip_data = pytest.mark.skip(reason=f"needs {SHARED_DATA}")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "data" in item.keywords and not SHARED_DATA.is_dir():
+            item.add_marker(skip_data)
