@@ -174,40 +174,49 @@ class TapBuffer:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        parts: tuple[int, ...] | None = None,
     ) -> None:
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.data = torch.zeros(dilation, batch_size, 2 * kernel_size, channels, device=device, dtype=dtype)
         self.count = 0
+        self.parts = tuple(parts) if parts else (channels,)
+        if sum(self.parts) != channels:
+            raise ValueError(f"parts {self.parts} do not add up to {channels} channels")
+        # Views of every slot, made once: a step then only copies and multiplies.
+        self._views = [self._make_views(n) for n in range(dilation * kernel_size)] if dilation * kernel_size <= 1024 else None
+
+    def _make_views(self, n: int) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        row, q = self.data[n % self.dilation], (n // self.dilation) % self.kernel_size
+        writes, start = [], 0
+        for width in self.parts:
+            writes.append((row[:, q, start : start + width], row[:, q + self.kernel_size, start : start + width]))
+            start += width
+        return writes, row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
+
+    def _slot_views(self, n: int) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        if self._views is not None:
+            return self._views[n % len(self._views)]
+        return self._make_views(n)
 
     def reset(self) -> None:
         """Back to zero history."""
         self.data.zero_()
         self.count = 0
 
-    def _slot(self, n: int) -> tuple[Tensor, int]:
-        return self.data[n % self.dilation], (n // self.dilation) % self.kernel_size
-
-    def push(self, x: Tensor) -> Tensor:
-        """Append `x: (B, C)`; return the window ending with it, `(B, K * C)` (a view)."""
-        return self.push_parts((x,))
-
-    def push_parts(self, parts: tuple[Tensor, ...]) -> Tensor:
-        """Append the channel-wise concatenation of `parts` without concatenating them."""
-        row, q = self._slot(self.count)
-        start = 0
-        for part in parts:
-            stop = start + part.shape[-1]
-            row[:, q, start:stop] = part
-            row[:, q + self.kernel_size, start:stop] = part
-            start = stop
+    def push(self, *parts: Tensor) -> Tensor:
+        """Append one input, `(B, C)`, or its channel-wise pieces as declared in `parts`
+        (without concatenating them); return the window ending with it, `(B, K * C)`, a view."""
+        writes, window = self._slot_views(self.count)
+        for part, (first, second) in zip(parts, writes, strict=True):
+            first.copy_(part)
+            second.copy_(part)
         self.count += 1
-        return row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
+        return window
 
     def window(self) -> Tensor:
         """The window ending with the latest input, `(B, K * C)`, without appending."""
-        row, q = self._slot(self.count - 1)
-        return row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
+        return self._slot_views(self.count - 1)[1]
 
     def fill(self, history: Tensor) -> None:
         """Restart as if every column of `history: (B, C, T)` had been pushed in order."""
@@ -221,6 +230,68 @@ class TapBuffer:
         for offset in (0, self.kernel_size):
             self.data[phases, :, slots + offset] = values
         self.count = total
+
+
+def _gate_buffers(buffer: TapBuffer, channels: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A pre-activation buffer `(B, channels)` and its filter and gate halves (views)."""
+    data = buffer.data
+    pre = torch.empty(data.shape[1], channels, dtype=data.dtype, device=data.device)
+    return pre, pre[:, : channels // 2], pre[:, channels // 2 :]
+
+
+class StepConv:
+    """A convolution bound to a stream's tap buffer: `conv(x)` appends x, returns the output.
+
+    The weight is taken once as a view `(K * in, out)` of the live parameter, so training
+    further keeps a stream up to date; moving the network to another device does not.
+    """
+
+    def __init__(self, conv: CausalConv1d, buffer: TapBuffer) -> None:
+        self.buffer = buffer
+        self.bias = conv.bias.detach()
+        self.weight = conv.weight.detach().reshape(conv.out_channels, -1).t()  # (K * in, out)
+        # For gated layers: the pre-activation lives in one buffer, gated in place.
+        self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.out_channels)
+
+    def __call__(self, *parts: Tensor) -> Tensor:
+        """Append `parts` (one input, `(B, in)`, possibly in pieces); return `(B, out)`."""
+        return torch.addmm(self.bias, self.buffer.push(*parts), self.weight)
+
+    def gated(self, identity: Tensor, *parts: Tensor) -> Tensor:
+        """Gated residual layer: `identity + tanh(filter) * sigmoid(gate)` of this output."""
+        torch.addmm(self.bias, self.buffer.push(*parts), self.weight, out=self._pre)
+        return torch.addcmul(identity, self._filter.tanh_(), self._gate.sigmoid_())
+
+
+class StepUpConv:
+    """An `UpConv1d` bound to a stream's buffer of coarse inputs (`ceil(K/2)` taps)."""
+
+    def __init__(self, conv: UpConv1d, buffer: TapBuffer) -> None:
+        self.buffer = buffer
+        self.bias = conv.even.bias.detach()
+        self.even = conv.even.weight.detach().reshape(conv.even.out_channels, -1).t()
+        self.odd = conv.odd.weight.detach().reshape(conv.odd.out_channels, -1).t()
+        self.skip = (conv.even.kernel_size - conv.odd.kernel_size) * conv.even.in_channels
+        self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.even.out_channels)
+
+    def even_step(self, coarse: Tensor) -> Tensor:
+        """Fine time 2m: append the new coarse input `c[m]: (B, in)`; return `(B, out)`."""
+        return torch.addmm(self.bias, self.buffer.push(coarse), self.even)
+
+    def odd_step(self) -> Tensor:
+        """Fine time 2m + 1: the same coarse inputs, the odd taps; return `(B, out)`."""
+        return torch.addmm(self.bias, self.buffer.window()[:, self.skip :], self.odd)
+
+    def gated(self, identity: Tensor, coarse: Tensor | None) -> Tensor:
+        """Gated residual up-sampling: `identity + tanh(filter) * sigmoid(gate)`.
+
+        `coarse`: the new coarse input at an even fine time, None at an odd one.
+        """
+        if coarse is not None:
+            torch.addmm(self.bias, self.buffer.push(coarse), self.even, out=self._pre)
+        else:
+            torch.addmm(self.bias, self.buffer.window()[:, self.skip :], self.odd, out=self._pre)
+        return torch.addcmul(identity, self._filter.tanh_(), self._gate.sigmoid_())
 
 
 class Stream:
@@ -261,7 +332,7 @@ class Stream:
     def step(self, x: Tensor) -> Tensor:
         """Feed `x: (B, in_channels)` at the current time; return `(B, out_channels)`."""
         self._check(x, 2)
-        with torch.no_grad():
+        with torch.inference_mode():
             out = self._step(x)
         self.time += 1
         return out
@@ -272,7 +343,7 @@ class Stream:
         Later `step` calls continue at time T.
         """
         self._check(x, 3)
-        with torch.no_grad():
+        with torch.inference_mode():
             out = self._prime(x)
         self.time = x.shape[-1]
         return out

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.configs import SeqUNetConfig
-from models.core import CausalConv1d, CausalNetwork, Signal, Stream, TapBuffer, UpConv1d
+from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, StepUpConv, Stream, TapBuffer, UpConv1d
 
 
 def _coarse(length: int) -> int:
@@ -163,49 +163,52 @@ class SeqUNetStream(Stream):
     def __init__(self, network: SeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
         super().__init__(network, batch_size)
         self.net = network
-        k = network.config.kernel_size
+        k, levels = network.config.kernel_size, network.levels
         widths = [network.in_channels, *network.config.channels]
-        like = {"device": device, "dtype": dtype}
-        levels = network.levels
-        self.shortcut = [TapBuffer(batch_size, widths[i], k, **like) for i in range(levels)]
-        self.down = [TapBuffer(batch_size, widths[i + 1], k, **like) for i in range(levels)]
-        self.bottleneck = TapBuffer(batch_size, widths[-2], k, **like)
-        self.coarse = [TapBuffer(batch_size, widths[i + 2], (k + 1) // 2, **like) for i in range(levels)]
-        self.merge = [TapBuffer(batch_size, widths[i + 2] + widths[i + 1], k, **like) for i in range(levels)]
+
+        def buffer(width: int, taps: int = k, parts: tuple[int, ...] | None = None) -> TapBuffer:
+            return TapBuffer(batch_size, width, taps, device=device, dtype=dtype, parts=parts)
+
+        self.shortcut = [StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(levels)]
+        self.down = [StepConv(network.down_convs[i], buffer(widths[i + 1])) for i in range(levels)]
+        self.bottleneck = StepConv(network.bottleneck, buffer(widths[-2]))
+        self.up = [StepUpConv(network.up_convs[i], buffer(widths[i + 2], (k + 1) // 2)) for i in range(levels)]
+        self.merge = [
+            StepConv(network.merge_convs[i], buffer(widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])))
+            for i in range(levels)
+        ]
+        self.output = StepConv(network.output_conv, buffer(widths[1], 1))
 
     def _buffers(self) -> list[TapBuffer]:
-        return [*self.shortcut, *self.down, self.bottleneck, *self.coarse, *self.merge]
+        convs = [*self.shortcut, *self.down, self.bottleneck, *self.up, *self.merge, self.output]
+        return [conv.buffer for conv in convs]
 
     def _step(self, x: Tensor) -> Tensor:
-        y = self._level(0, x, self.time)
-        return self.net.output_conv.step(y)
+        return self.output(self._level(0, x, self.time))
 
     def _level(self, i: int, h: Tensor, time: int) -> Tensor:
         """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
-        net = self.net
-        if i == net.levels:
-            return F.leaky_relu(net.bottleneck.step(self.bottleneck.push(h)))
-        s = F.leaky_relu(net.shortcut_convs[i].step(self.shortcut[i].push(h)))
-        down_window = self.down[i].push(s)
-        if time % 2 == 0:  # this shortcut is kept by the decimation: the coarser levels run
-            h_next = F.leaky_relu(net.down_convs[i].step(down_window))
-            coarse_window = self.coarse[i].push(self._level(i + 1, h_next, time // 2))
+        if i == self.net.levels:
+            return F.leaky_relu(self.bottleneck(h))
+        s = F.leaky_relu(self.shortcut[i](h))
+        pre = self.down[i](s)  # every shortcut enters the window; only even times are kept
+        if time % 2 == 0:
+            u = self.up[i].even_step(self._level(i + 1, F.leaky_relu(pre), time // 2))
         else:
-            coarse_window = self.coarse[i].window()
-        u = F.leaky_relu(net.up_convs[i].step(coarse_window, time))
-        return F.leaky_relu(net.merge_convs[i].step(self.merge[i].push_parts((u, s))))
+            u = self.up[i].odd_step()
+        return F.leaky_relu(self.merge[i](F.leaky_relu(u), s))
 
     def _prime(self, x: Tensor) -> Tensor:
         record: dict[str, list[Signal]] = {}
-        out = self.net._run(x.to(self.bottleneck.data), 0, record)
+        out = self.net._run(x.to(self.bottleneck.buffer.data), 0, record)
         inputs = [Signal(x, 0), *record.get("h", [])]
         levels = self.net.levels
         for i in range(levels):
-            self.shortcut[i].fill(inputs[i].data)
-            self.down[i].fill(record["s"][i].data)
-        self.bottleneck.fill(inputs[levels].data)
+            self.shortcut[i].buffer.fill(inputs[i].data)
+            self.down[i].buffer.fill(record["s"][i].data)
+        self.bottleneck.buffer.fill(inputs[levels].data)
         # The up path ran from the coarsest level to the finest.
         for i, coarse, merged in zip(reversed(range(levels)), record.get("coarse", []), record.get("merged", [])):
-            self.coarse[i].fill(coarse.data)
-            self.merge[i].fill(merged.data)
+            self.up[i].buffer.fill(coarse.data)
+            self.merge[i].buffer.fill(merged.data)
         return out.data

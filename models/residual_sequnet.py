@@ -1,0 +1,234 @@
+"""Residual Seq-U-Net (Stoller et al., IJCAI 2020, §3.2), the variant used for raw audio.
+
+An input convolution maps the input to F features. Every convolution of the Seq-U-Net is
+replaced by a gated residual layer `y = I(x) + tanh(C1(x)) * sigmoid(C2(x))`, with C1 and C2
+computed as one convolution of 2F outputs. I is the identity for stride-1 layers, decimation
+(`x[2m]`) for the stride-2 down-sampling layer and repetition (`c[t // 2]`) for the stride-2
+transposed up-sampling layer. A block holds `depth` + 1 residual layers: `depth` layers then
+the down-sampling layer, or the up-sampling layer then `depth` layers whose identity is the
+shortcut and whose convolutions see `[shortcut, up-sampled]`. The bottleneck holds `depth`
+layers; ReLU and a 1x1 convolution produce the outputs.
+
+As in `models.sequnet`, coarse time m is fine time 2m (anchored at t = 0), every signal is
+computed only on the time range the requested outputs need, and a stream runs level i only
+every 2**i steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.configs import ResidualSeqUNetConfig
+from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, StepUpConv, Stream, TapBuffer, UpConv1d
+from models.sequnet import receptive_field_of
+
+Record = dict[str, Tensor]
+
+
+def _gated(pre: Tensor, identity: Tensor) -> Tensor:
+    """`identity + tanh(filter) * sigmoid(gate)` where `pre = [filter, gate]` along dim 1."""
+    filter_, gate = pre.chunk(2, dim=1)
+    return torch.addcmul(identity, torch.tanh(filter_), torch.sigmoid(gate))
+
+
+class ResidualSeqUNet(CausalNetwork):
+    """Residual Seq-U-Net with `levels` resolutions (`levels - 1` down/up blocks).
+
+    x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: int,
+        levels: int,
+        depth: int = 1,
+        kernel_size: int = 5,
+    ) -> None:
+        super().__init__()
+        if levels < 1 or depth < 1 or kernel_size < 2:
+            raise ValueError("ResidualSeqUNet needs levels >= 1, depth >= 1 and kernel_size >= 2")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config = ResidualSeqUNetConfig(channels, levels, depth, kernel_size)
+        self.levels = levels - 1  # down/up-sampling blocks; the bottleneck is the last level
+        c, k = channels, kernel_size
+
+        def chain(width: int) -> nn.ModuleList:
+            return nn.ModuleList(CausalConv1d(width, 2 * c, k) for _ in range(depth))
+
+        self.input_conv = CausalConv1d(in_channels, c, k)
+        self.down_layers = nn.ModuleList(chain(c) for _ in range(self.levels))
+        self.down_convs = nn.ModuleList(CausalConv1d(c, 2 * c, k, stride=2) for _ in range(self.levels))
+        self.bottleneck = chain(c)
+        self.up_convs = nn.ModuleList(UpConv1d(c, 2 * c, k) for _ in range(self.levels))
+        self.merge_layers = nn.ModuleList(chain(2 * c) for _ in range(self.levels))
+        self.output_conv = CausalConv1d(c, out_channels, 1)
+        self._receptive_field = receptive_field_of(self._plan, self.levels)
+
+    @classmethod
+    def from_config(cls, in_channels: int, out_channels: int, config: ResidualSeqUNetConfig) -> ResidualSeqUNet:
+        return cls(in_channels, out_channels, config.channels, config.levels, config.depth, config.kernel_size)
+
+    @property
+    def receptive_field(self) -> int:
+        return self._receptive_field
+
+    def _plan(self, first_output: int, clip: bool = True) -> dict[str, list[int]]:
+        """First needed time of: `h` block inputs (level L: bottleneck input), `s` shortcuts,
+        `u` up-sampled features, `y` block outputs (level L: bottleneck output), and `x`
+        (the network input, as `h[0]` is the input convolution's output)."""
+        k, depth, levels = self.config.kernel_size, self.config.depth, self.levels
+        floor = 0 if clip else -(1 << 62)
+        chain = depth * (k - 1)  # look-back of `depth` stride-1 layers
+        y, u = [max(first_output, floor)], []
+        for _ in range(levels):
+            u.append(max(y[-1] - chain, floor))
+            y.append(max(UpConv1d.coarse_start(u[-1], k), floor))
+        h, s = [0] * (levels + 1), [0] * levels
+        h[levels] = max(y[levels] - chain, floor)
+        for i in reversed(range(levels)):
+            s[i] = max(min(u[i], 2 * h[i + 1] - (k - 1)), floor)
+            h[i] = max(s[i] - chain, floor)
+        # `receptive_field_of` reads the network input's first time as `h[0]`.
+        return {"h": [max(h[0] - (k - 1), floor), *h[1:]], "hidden": h, "s": s, "u": u, "y": y}
+
+    def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
+        """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""
+        n = self._check_outputs(x, self.in_channels, outputs)
+        return self._run(x, x.shape[-1] - n)
+
+    def _run(self, x: Tensor, first_output: int, record: Record | None = None) -> Tensor:
+        plan = self._plan(first_output)
+        h_lo = plan["hidden"]
+        lengths = [x.shape[-1]]
+        for _ in range(self.levels):
+            lengths.append((lengths[-1] + 1) // 2)
+        _keep(record, "input", x)
+        h = self.input_conv.forward_span(Signal(x, 0), h_lo[0], lengths[0] - 1)
+        shortcuts = []
+        for i in range(self.levels):
+            s = self._chain(self.down_layers[i], h, plan["s"][i], lengths[i], None, record, f"down{i}")
+            shortcuts.append(s)
+            _keep(record, f"decimate{i}", s.data)
+            pre = self.down_convs[i].forward_span(s, h_lo[i + 1], lengths[i + 1] - 1).data
+            h = Signal(_gated(pre, s.span(2 * h_lo[i + 1], 2 * (lengths[i + 1] - 1))[..., ::2]), h_lo[i + 1])
+        y = self._chain(self.bottleneck, h, plan["y"][-1], lengths[-1], None, record, "bottleneck")
+        for i in reversed(range(self.levels)):
+            lo, hi = plan["u"][i], lengths[i] - 1
+            _keep(record, f"coarse{i}", y.data)
+            pre = self.up_convs[i].forward_span(y, lo, hi).data
+            repeated = y.span(lo // 2, hi // 2).repeat_interleave(2, dim=-1)[..., lo % 2 : lo % 2 + hi - lo + 1]
+            u = Signal(_gated(pre, repeated), lo)
+            y = self._chain(self.merge_layers[i], shortcuts[i], plan["y"][i], hi + 1, u, record, f"merge{i}")
+        out = F.relu(y.data[..., first_output - y.start :])
+        return self.output_conv(out)
+
+    def _chain(
+        self,
+        layers: nn.ModuleList,
+        x: Signal,
+        lo: int,
+        length: int,
+        extra: Signal | None,
+        record: Record | None,
+        name: str,
+    ) -> Signal:
+        """Stride-1 residual layers; with `extra`, each layer's convolution sees `[x, extra]`."""
+        k, depth = self.config.kernel_size, len(layers)
+        for j, layer in enumerate(layers):
+            out_lo = max(lo - (depth - 1 - j) * (k - 1), 0)
+            inputs = x if extra is None else _concat(x, extra)
+            if record is not None:
+                record[f"{name}.{j}"] = inputs.data
+            pre = layer.forward_span(inputs, out_lo, length - 1).data
+            x = Signal(_gated(pre, x.span(out_lo, length - 1)), out_lo)
+        return x
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ResidualSeqUNetStream:
+        return ResidualSeqUNetStream(self, batch_size, **self._parameter_like(device, dtype))
+
+
+def _keep(record: Record | None, name: str, data: Tensor) -> None:
+    if record is not None:
+        record[name] = data
+
+
+def _concat(a: Signal, b: Signal) -> Signal:
+    """Channel-wise concatenation over the times both hold."""
+    lo = max(a.start, b.start)
+    hi = min(a.end, b.end) - 1
+    return Signal(torch.cat((a.span(lo, hi), b.span(lo, hi)), dim=1), lo)
+
+
+class ResidualSeqUNetStream(Stream):
+    """Time-variant streaming for `ResidualSeqUNet`: level i runs every 2**i steps."""
+
+    def __init__(
+        self, network: ResidualSeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__(network, batch_size)
+        self.net = network
+        c, k = network.config.channels, network.config.kernel_size
+        self.buffers: dict[str, TapBuffer] = {}  # by the names `ResidualSeqUNet._run` records
+
+        def bind(conv: CausalConv1d, name: str, width: int = c, parts: tuple[int, ...] | None = None) -> StepConv:
+            self.buffers[name] = TapBuffer(batch_size, width, conv.kernel_size, device=device, dtype=dtype, parts=parts)
+            return StepConv(conv, self.buffers[name])
+
+        def chain(layers: nn.ModuleList, name: str, merge: bool = False) -> list[StepConv]:
+            width, parts = (2 * c, (c, c)) if merge else (c, None)
+            return [bind(layer, f"{name}.{j}", width, parts) for j, layer in enumerate(layers)]
+
+        self.input = bind(network.input_conv, "input", network.in_channels)
+        self.down_chains = [chain(network.down_layers[i], f"down{i}") for i in range(network.levels)]
+        self.down = [bind(network.down_convs[i], f"decimate{i}") for i in range(network.levels)]
+        self.bottleneck = chain(network.bottleneck, "bottleneck")
+        self.up = []
+        for i in range(network.levels):
+            self.buffers[f"coarse{i}"] = TapBuffer(batch_size, c, (k + 1) // 2, device=device, dtype=dtype)
+            self.up.append(StepUpConv(network.up_convs[i], self.buffers[f"coarse{i}"]))
+        self.merge_chains = [chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.levels)]
+        self.output = StepConv(network.output_conv, TapBuffer(batch_size, c, 1, device=device, dtype=dtype))
+        self.channels = c
+
+    def _buffers(self) -> list[TapBuffer]:
+        return [*self.buffers.values(), self.output.buffer]
+
+    def _step(self, x: Tensor) -> Tensor:
+        y = self._level(0, self.input(x), self.time)  # (B, C)
+        return self.output(F.relu(y))
+
+    def _level(self, i: int, h: Tensor, time: int) -> Tensor:
+        """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
+        if i == self.net.levels:
+            for conv in self.bottleneck:
+                h = conv.gated(h, h)
+            return h
+        for conv in self.down_chains[i]:
+            h = conv.gated(h, h)
+        if time % 2 == 0:  # kept by the decimation: the coarser levels run
+            coarse = self._level(i + 1, self.down[i].gated(h, h), time // 2)
+            u = self.up[i].gated(coarse, coarse)
+        else:  # the shortcut only enters the down-sampling window
+            self.down[i].buffer.push(h)
+            latest = self.up[i].buffer.window()[:, -self.channels :]  # c[time // 2], repeated
+            u = self.up[i].gated(latest, None)
+        for conv in self.merge_chains[i]:
+            h = conv.gated(h, h, u)
+        return h
+
+    def _prime(self, x: Tensor) -> Tensor:
+        record: Record = {}
+        out = self.net._run(x.to(self.output.buffer.data), 0, record)
+        for name, buffer in self.buffers.items():
+            buffer.fill(record[name])
+        return out
