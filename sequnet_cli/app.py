@@ -7,13 +7,14 @@ turned into exactly one `error: ...` line on stderr and exit code 1 by `main`.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from sequnet_cli import __version__
 from sequnet_cli.console import console, print_error
-from sequnet_cli.errors import SequnetError
+from sequnet_cli.errors import ConfigError, SequnetError
 
 app = typer.Typer(
     name="sequnet",
@@ -38,6 +39,78 @@ def _root(
     ] = False,
 ) -> None:
     """sequnet: causal U-Nets for music generation (Stoller et al., IJCAI 2020)."""
+
+
+PresetArgument = Annotated[str, typer.Argument(help="A preset name (see `sequnet presets`) or a preset TOML file.")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="Model variant of the preset, e.g. sequnet, tcn, wavenet.")]
+SetOption = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. --set train.lr=1e-3 (repeatable).")
+]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default: $SEQUNET_DEVICE or auto).")]
+DataOption = Annotated[
+    Optional[Path], typer.Option("--data", help="Your own data: a folder of MIDI or audio files (or a .mat/.pickle).")
+]
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder holding benchmark files (e.g. JSB_Chorales.mat); also $SEQUNET_DATA_DIR."),
+]
+
+
+@app.command()
+def train(
+    preset: Annotated[Optional[str], typer.Argument(help="A preset name or TOML file (not needed with --resume).")] = None,
+    model: ModelOption = None,
+    set_: SetOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs (default: the preset's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes of training.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same result on a CPU).")] = None,
+    device: DeviceOption = None,
+    data: DataOption = None,
+    data_dir: DataDirOption = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a stopped run (its name, folder, or preset).")] = None,
+) -> None:
+    """Train a model of a preset; the best checkpoint is kept in the run folder."""
+    from sequnet_cli import checkpoints, config as configs, training
+    from sequnet_cli.builders import resolve_device
+
+    overrides = list(set_ or [])
+    for key, value in (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed)):
+        if value is not None:
+            overrides.append(f"train.{key}={value}")
+    if resume is not None:
+        run = checkpoints.find_run(resume, model)
+        config = configs.apply_overrides(run.config, [o for o in overrides if not o.startswith("train.seed")])
+        run.config = config
+    elif preset is None:
+        raise ConfigError("name a preset to train (see `sequnet presets`), or --resume a run")
+    else:
+        run, config = None, configs.resolve(preset, model, overrides)
+    limits = training.Limits(config.train.epochs, config.train.steps, config.train.minutes)
+    run, state = training.train_run(config, limits, resolve_device(device), data, data_dir, run)
+    console.print(
+        f"run {run.name}: {state.epoch} epochs, {state.step} steps, best {state.metric} "
+        f"{state.best_score:.4f} (epoch {state.best_epoch}); checkpoints in {run.path}"
+    )
+
+
+@app.command("runs")
+def list_runs_command() -> None:
+    """List training runs and their checkpoints, newest first."""
+    from sequnet_cli import checkpoints
+    from sequnet_cli.console import print_runs
+    from sequnet_cli.paths import runs_dir
+
+    print_runs(checkpoints.list_runs(), runs_dir())
+
+
+@app.command()
+def presets() -> None:
+    """List the presets shipped with sequnet."""
+    from sequnet_cli import config as configs
+    from sequnet_cli.console import print_presets
+
+    print_presets([configs.load_preset(name) for name in configs.list_presets()])
 
 
 def main() -> None:

@@ -17,3 +17,100 @@ def print_error(message: str) -> None:
 def print_warning(message: str) -> None:
     """Print a non-fatal problem (a skipped file, a fallback) on stderr."""
     error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+class TrainingDisplay:
+    """Live Rich progress of a training run: epoch bar, throughput, losses, learning rate.
+
+    Use as a context manager; `start_epoch`, `advance` and `end_epoch` are called by the
+    trainer. After each epoch one summary line is printed, so the log stays readable when the
+    output is not a terminal.
+    """
+
+    def __init__(self, unit: str, metric: str, title: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.unit, self.metric, self.title = unit, metric, title
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+            transient=True,
+        )
+        self.task_id: object = None
+        self.loss_total, self.loss_batches, self.items, self.started = 0.0, 0, 0, 0.0
+        self.epoch = 0
+
+    def __enter__(self) -> TrainingDisplay:
+        console.print(f"[bold]{self.title}[/]")
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
+        import time
+
+        self.epoch, self.loss_total, self.loss_batches, self.items = epoch, 0.0, 0, 0
+        self.started = time.monotonic()
+        if self.task_id is not None:
+            self.progress.remove_task(self.task_id)  # type: ignore[arg-type]
+        self.task_id = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches, completed=done, stats="")
+
+    def advance(self, loss: float, items: int, lr: float) -> None:
+        import time
+
+        self.loss_total += loss
+        self.loss_batches += 1
+        self.items += items
+        rate = self.items / max(time.monotonic() - self.started, 1e-9)
+        stats = f"{rate:,.0f} {self.unit}/s  train loss {self.train_loss:.4f}  lr {lr:.3g}"
+        self.progress.update(self.task_id, advance=1, stats=stats)  # type: ignore[arg-type]
+
+    @property
+    def train_loss(self) -> float:
+        return self.loss_total / max(self.loss_batches, 1)
+
+    def end_epoch(self, score: float, best: float, lr: float) -> None:
+        import time
+
+        rate = self.items / max(time.monotonic() - self.started, 1e-9)
+        self.progress.console.print(
+            f"epoch {self.epoch:>3}  train loss {self.train_loss:.4f}  {self.metric} {score:.4f}"
+            f"  best {best:.4f}  lr {lr:.3g}  {rate:,.0f} {self.unit}/s"
+        )
+
+
+def print_runs(runs: list, folder: object) -> None:
+    """The `sequnet runs` table."""
+    from rich.table import Table
+
+    table = Table(title=f"runs in {folder}")
+    for column in ("run", "preset", "model", "epochs", "steps", "best", "created", "size"):
+        table.add_column(column, justify="right" if column in ("epochs", "steps", "best", "size") else "left")
+    for run in runs:
+        best = f"{run.best_score:.4f} {run.metric}" if run.best_score is not None else "-"
+        table.add_row(
+            run.name, run.preset, run.model, str(run.epochs), str(run.steps), best,
+            run.created.strftime("%Y-%m-%d %H:%M"), f"{run.size_bytes / 2**20:.1f} MiB",
+        )
+    if not runs:
+        console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
+        return
+    console.print(table)
+
+
+def print_presets(presets: list) -> None:
+    """The `sequnet presets` table."""
+    from rich.table import Table
+
+    table = Table(title="presets")
+    for column in ("preset", "task", "models", "description"):
+        table.add_column(column)
+    for preset in presets:
+        table.add_row(preset.name, preset.task, ", ".join(preset.variants), preset.description)
+    console.print(table)

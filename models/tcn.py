@@ -1,0 +1,187 @@
+"""Temporal convolutional network (Bai, Kolter and Koltun 2018, "An Empirical Evaluation of
+Generic Convolutional and Recurrent Networks for Sequence Modeling", §3, as in locuslab/TCN).
+
+Level i is a residual block of two dilated causal convolutions (dilation 2**i), each weight
+normalised and followed by ReLU and Dropout; a 1x1 convolution matches the residual's width when
+it changes, and the block returns `relu(out + residual)`. A 1x1 convolution maps the last level to
+the outputs. Every convolution's input is zeros before t = 0 (zero history). The forward pass
+computes each level only on the time range the requested outputs need, so the full pass, valid
+mode and stream priming are one code path. A stream keeps one `TapBuffer` per convolution and runs
+every layer every step (the "fast WaveNet" queue scheme); it takes the weight-normalised weights
+once, when it is created, so create a new stream after training further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from models.configs import TCNConfig
+from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, Stream, TapBuffer
+
+
+class TemporalBlock(nn.Module):
+    """Two weight-normalised dilated causal convolutions with a residual connection.
+
+    x: `(B, in_channels, T)` -> `(B, out_channels, T)`.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.conv1 = weight_norm(
+            CausalConv1d(in_channels, out_channels, kernel_size, dilation), dim=0
+        )
+        self.conv2 = weight_norm(
+            CausalConv1d(out_channels, out_channels, kernel_size, dilation), dim=0
+        )
+        self.downsample = (
+            CausalConv1d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        )
+        if self.downsample is not None:
+            # locuslab/TCN's initialisation; its N(0, 0.01) for the weight-normalised convolutions
+            # is overwritten by the weight-norm hook there, so those keep the default here.
+            nn.init.normal_(self.downsample.weight, 0.0, 0.01)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def history(self) -> int:
+        """How many earlier inputs one output looks back: two convolutions in a row."""
+        return self.conv1.history + self.conv2.history
+
+    def forward_span(
+        self, x: Signal, lo: int, hi: int, record: list[Signal] | None = None
+    ) -> Signal:
+        """Outputs for times `lo..hi` from `x`, which must start at `max(lo - history, 0)` or earlier.
+
+        `record`, if given, receives the inputs of both convolutions (for stream priming).
+        """
+        hidden = self.conv1.forward_span(x, max(lo - self.conv2.history + 1, 0), hi)  # (B, out, T')
+        hidden = Signal(self.dropout(F.relu(hidden.data)), hidden.start)
+        out = self.dropout(F.relu(self.conv2.forward_span(hidden, lo, hi).data))  # (B, out, T)
+        residual = x.span(lo, hi)  # (B, in, T)
+        if self.downsample is not None:
+            residual = self.downsample(residual)  # (B, out, T)
+        if record is not None:
+            record += [x, hidden]
+        return Signal(F.relu(out + residual), lo)
+
+
+class TCN(CausalNetwork):
+    """TCN with one residual block per entry of `channels` (level i has dilation 2**i).
+
+    x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(channels) < 1 or kernel_size < 1:
+            raise ValueError("TCN needs at least one level and kernel_size >= 1")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config = TCNConfig(tuple(channels), kernel_size, dropout)
+        widths = [in_channels, *channels]
+        # Typed as the list it behaves as; nn.ModuleList registers the blocks' parameters.
+        self.blocks: list[TemporalBlock] = nn.ModuleList(  # type: ignore[assignment]
+            TemporalBlock(widths[i], widths[i + 1], kernel_size, 2**i, dropout)
+            for i in range(len(channels))
+        )
+        self.output_conv = CausalConv1d(widths[-1], out_channels, 1)
+        nn.init.normal_(self.output_conv.weight, 0.0, 0.01)  # locuslab/TCN's output layer
+
+    @classmethod
+    def from_config(cls, in_channels: int, out_channels: int, config: TCNConfig) -> TCN:
+        return cls(in_channels, out_channels, config.channels, config.kernel_size, config.dropout)
+
+    @property
+    def receptive_field(self) -> int:
+        """`1 + 2 * (K - 1) * sum(2**i)`: each block looks back two dilated kernels."""
+        return 1 + sum(block.history for block in self.blocks)
+
+    def _plan(self, first_output: int) -> list[int]:
+        """The first time of every block's input (and, last, of the outputs) that is needed."""
+        starts = [first_output]
+        for block in reversed(self.blocks):
+            starts.append(max(starts[-1] - block.history, 0))  # zero history: nothing before 0
+        return starts[::-1]
+
+    def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
+        """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""
+        n = self._check_outputs(x, self.in_channels, outputs)
+        return self._run(x, x.shape[-1] - n).data
+
+    def _run(self, x: Tensor, first_output: int, record: list[Signal] | None = None) -> Signal:
+        """Outputs from `first_output` to the end; `record` gets every convolution's input."""
+        starts, last = self._plan(first_output), x.shape[-1] - 1
+        h = Signal(x[..., starts[0] :], starts[0])  # (B, in, T - starts[0])
+        for block, lo in zip(self.blocks, starts[1:]):
+            h = block.forward_span(h, lo, last, record)  # (B, C_i, T - lo)
+        return Signal(self.output_conv(h.data), first_output)  # (B, out, T - first_output)
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TCNStream:
+        """A stream from zero history; it snapshots the weight-normalised weights (see module)."""
+        return TCNStream(self, batch_size, **self._parameter_like(device, dtype))
+
+
+class TCNStream(Stream):
+    """Streaming for `TCN`: one tap buffer per dilated convolution, every layer every step.
+
+    The weight-normalised weights `g * v / |v|` are computed once, when the stream is created
+    (`StepConv` keeps `conv.weight`, which the parametrisation computes on access): a stream
+    made before further training keeps the old weights, so create a new one after training.
+    """
+
+    def __init__(
+        self, network: TCN, batch_size: int, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__(network, batch_size)
+        self.net = network
+
+        def bind(conv: CausalConv1d) -> StepConv:
+            buffer = TapBuffer(
+                batch_size,
+                conv.in_channels,
+                conv.kernel_size,
+                conv.dilation,
+                device=device,
+                dtype=dtype,
+            )
+            return StepConv(conv, buffer)
+
+        with torch.no_grad():  # the normalised weights are data for the stream, not a graph
+            self.convs = [(bind(block.conv1), bind(block.conv2)) for block in network.blocks]
+
+    def _buffers(self) -> list[TapBuffer]:
+        return [conv.buffer for pair in self.convs for conv in pair]
+
+    def _step(self, x: Tensor) -> Tensor:
+        for (conv1, conv2), block in zip(self.convs, self.net.blocks):
+            hidden = conv1(x).relu_()  # (B, C_i); a fresh tensor, so in place is safe
+            out = conv2(hidden).relu_()  # (B, C_i)
+            residual = x if block.downsample is None else block.downsample.step(x)  # (B, C_i)
+            x = out.add_(residual).relu_()  # (B, C_i)
+        return self.net.output_conv.step(x)  # (B, out)
+
+    def _prime(self, x: Tensor) -> Tensor:
+        record: list[Signal] = []
+        out = self.net._run(x.to(self.convs[0][0].buffer.data), 0, record)
+        for buffer, inputs in zip(self._buffers(), record):
+            buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
+        return out.data

@@ -1,0 +1,211 @@
+"""WaveNet (van den Oord et al. 2016, "WaveNet: A Generative Model for Raw Audio", §2.3-2.4), the
+raw-audio baseline of the Seq-U-Net paper (Stoller et al. 2020, §4).
+
+A 1x1 convolution lifts the input to the residual width; `stacks` x `layers` gated layers follow,
+layer l of each stack with dilation 2**l. One layer computes the filter and the gate with a single
+dilated causal convolution, `z = tanh(filter) * sigmoid(gate)`, and one 1x1 convolution whose
+output is split into the residual (added to the layer's input) and the skip contribution (summed
+over all layers); the residual and skip 1x1 convolutions of the paper are fused into that one.
+The output is `relu -> 1x1 -> relu -> 1x1` on the skip sum. Every layer's input is zeros before
+t = 0 (zero history). The skip sum is only needed on the outputs' time range, while the residual
+stream at layer l must reach back far enough for the later layers; the forward pass computes each
+layer on exactly that range. A stream keeps one `TapBuffer` per layer (the "fast WaveNet" queue
+scheme, Paine et al. 2016) and runs every layer every step with a handful of tensor operations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.configs import WaveNetConfig
+from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, Stream, TapBuffer
+
+
+class GatedLayer(nn.Module):
+    """One WaveNet layer: `(B, residual, T)` -> residual `(B, residual, T)` and skip `(B, skip, T)`."""
+
+    def __init__(
+        self,
+        residual_channels: int,
+        dilation_channels: int,
+        skip_channels: int,
+        kernel_size: int,
+        dilation: int,
+    ) -> None:
+        super().__init__()
+        self.dilation_channels = dilation_channels
+        self.residual_channels = residual_channels
+        # Filter and gate as one convolution, residual and skip as one: two matrix products a step.
+        self.gated_conv = CausalConv1d(
+            residual_channels, 2 * dilation_channels, kernel_size, dilation
+        )
+        self.mix_conv = CausalConv1d(dilation_channels, residual_channels + skip_channels, 1)
+
+    @property
+    def history(self) -> int:
+        return self.gated_conv.history
+
+    def forward_span(self, x: Signal, lo: int, hi: int) -> tuple[Signal, Tensor]:
+        """Residual output and skip contribution for times `lo..hi`, each `(B, C, hi - lo + 1)`."""
+        gates = self.gated_conv.forward_span(x, lo, hi).data  # (B, 2 * D, T)
+        filters, gate = gates.split(self.dilation_channels, dim=1)  # (B, D, T) each
+        mixed = self.mix_conv(torch.tanh(filters) * torch.sigmoid(gate))  # (B, R + S, T)
+        residual, skip = mixed.split(
+            (self.residual_channels, mixed.shape[1] - self.residual_channels), dim=1
+        )
+        return Signal(x.span(lo, hi) + residual, lo), skip
+
+
+class WaveNet(CausalNetwork):
+    """WaveNet with `stacks` x `layers` gated residual layers and a skip-connection output.
+
+    x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        residual_channels: int = 128,
+        dilation_channels: int = 128,
+        skip_channels: int = 512,
+        layers: int = 13,
+        stacks: int = 4,
+        kernel_size: int = 2,
+    ) -> None:
+        super().__init__()
+        if layers < 1 or stacks < 1 or kernel_size < 1:
+            raise ValueError("WaveNet needs layers >= 1, stacks >= 1 and kernel_size >= 1")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config = WaveNetConfig(
+            residual_channels, dilation_channels, skip_channels, layers, stacks, kernel_size
+        )
+        self.input_conv = CausalConv1d(in_channels, residual_channels, 1)
+        # Typed as the list it behaves as; nn.ModuleList registers the layers' parameters.
+        self.layers: list[GatedLayer] = nn.ModuleList(  # type: ignore[assignment]
+            GatedLayer(residual_channels, dilation_channels, skip_channels, kernel_size, 2**layer)
+            for _ in range(stacks)
+            for layer in range(layers)
+        )
+        self.skip_conv = CausalConv1d(skip_channels, skip_channels, 1)
+        self.output_conv = CausalConv1d(skip_channels, out_channels, 1)
+
+    @classmethod
+    def from_config(cls, in_channels: int, out_channels: int, config: WaveNetConfig) -> WaveNet:
+        c = config
+        return cls(
+            in_channels, out_channels, c.residual_channels, c.dilation_channels, c.skip_channels,
+            c.layers, c.stacks, c.kernel_size,
+        )  # fmt: skip
+
+    @property
+    def receptive_field(self) -> int:
+        """`(K - 1) * stacks * (2**layers - 1) + 1`: the dilated kernels' histories add up."""
+        return 1 + sum(layer.history for layer in self.layers)
+
+    def _plan(self, first_output: int) -> list[int]:
+        """The first time of every layer's input (and, last, of the outputs) that is needed."""
+        starts = [first_output]
+        for layer in reversed(self.layers):
+            starts.append(max(starts[-1] - layer.history, 0))  # zero history: nothing before 0
+        return starts[::-1]
+
+    def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
+        """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""
+        n = self._check_outputs(x, self.in_channels, outputs)
+        return self._run(x, x.shape[-1] - n)
+
+    def _run(self, x: Tensor, first_output: int, record: list[Signal] | None = None) -> Tensor:
+        """Outputs from `first_output` to the end; `record` gets every layer's input."""
+        starts, last = self._plan(first_output), x.shape[-1] - 1
+        h = Signal(self.input_conv(x[..., starts[0] :]), starts[0])  # (B, R, T - starts[0])
+        skips: Tensor | None = None
+        for layer, lo in zip(self.layers, starts[1:]):
+            if record is not None:
+                record.append(h)
+            # Layer l's outputs are needed from `lo` (later layers look back); the skip sum only
+            # from `first_output`.
+            h, skip = layer.forward_span(h, lo, last)  # (B, R, T - lo), (B, S, T - lo)
+            skip = skip[..., first_output - lo :]  # (B, S, T - first_output)
+            skips = skip if skips is None else skips + skip
+        assert skips is not None  # there is at least one layer
+        hidden = F.relu(self.skip_conv(F.relu(skips)))  # (B, S, T - first_output)
+        return self.output_conv(hidden)  # (B, out, T - first_output)
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> WaveNetStream:
+        return WaveNetStream(self, batch_size, **self._parameter_like(device, dtype))
+
+
+def _matrix(conv: CausalConv1d) -> tuple[Tensor, Tensor]:
+    """The `(in, out)` weight and `(out,)` bias views that `StepConv` keeps, for a 1x1
+    convolution, which needs no tap buffer: a stream follows in-place weight updates."""
+    return conv.weight.detach().reshape(conv.out_channels, -1).t(), conv.bias.detach()
+
+
+class WaveNetStream(Stream):
+    """Streaming for `WaveNet`: one tap buffer per layer, every layer every step.
+
+    `state: (B, R + S)` holds the residual stream and the skip sum side by side, so one in-place
+    `addmm_` per layer adds both the residual and the skip contribution; `gates: (B, 2 * D)` holds
+    the current layer's filter and gate. A step allocates nothing but its output.
+    """
+
+    def __init__(
+        self, network: WaveNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__(network, batch_size)
+        self.net = network
+        c = network.config
+
+        def bind(conv: CausalConv1d) -> StepConv:
+            buffer = TapBuffer(
+                batch_size,
+                conv.in_channels,
+                conv.kernel_size,
+                conv.dilation,
+                device=device,
+                dtype=dtype,
+            )
+            return StepConv(conv, buffer)
+
+        self.gated = [bind(layer.gated_conv) for layer in network.layers]
+        self.mix = [_matrix(layer.mix_conv) for layer in network.layers]
+        self.state = torch.zeros(
+            batch_size, c.residual_channels + c.skip_channels, device=device, dtype=dtype
+        )
+        self.residual, self.skip = self.state.split((c.residual_channels, c.skip_channels), dim=1)
+        self.gates = torch.zeros(batch_size, 2 * c.dilation_channels, device=device, dtype=dtype)
+        self.filter, self.gate = self.gates.split(c.dilation_channels, dim=1)
+        self.input = _matrix(network.input_conv)
+        self.skip_weights = _matrix(network.skip_conv)
+        self.output = _matrix(network.output_conv)
+
+    def _buffers(self) -> list[TapBuffer]:
+        return [conv.buffer for conv in self.gated]
+
+    def _step(self, x: Tensor) -> Tensor:
+        torch.addmm(self.input[1], x, self.input[0], out=self.residual)  # (B, R)
+        self.skip.zero_()
+        for conv, (mix_weight, mix_bias) in zip(self.gated, self.mix):
+            window = conv.buffer.push(self.residual)  # (B, K * R)
+            torch.addmm(conv.bias, window, conv.weight, out=self.gates)  # (B, 2 * D)
+            z = self.filter.tanh_().mul_(self.gate.sigmoid_())  # (B, D)
+            self.state.addmm_(z, mix_weight).add_(mix_bias)  # residual += res, skip sum += skip
+        weight, bias = self.skip_weights
+        hidden = torch.addmm(bias, self.skip.relu_(), weight).relu_()  # (B, S)
+        return torch.addmm(self.output[1], hidden, self.output[0])  # (B, out)
+
+    def _prime(self, x: Tensor) -> Tensor:
+        record: list[Signal] = []
+        out = self.net._run(x.to(self.state), 0, record)
+        for buffer, inputs in zip(self._buffers(), record):
+            buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
+        return out

@@ -1,0 +1,1 @@
+"""Datasets: piano-roll benchmarks and raw-audio corpora, decoded once and cached."""

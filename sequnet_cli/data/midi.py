@@ -1,0 +1,208 @@
+"""MIDI files <-> piano rolls, for user datasets, primers and generated pieces.
+
+A piano roll is a `(T, 88)` bool array, column 0 = MIDI pitch 21 (A0), as in the benchmarks of
+Boulanger-Lewandowski et al. (2012). Reading quantises each note's onset and offset to the
+nearest frame boundary; frames either follow the file's beats (`frames_per_beat` per quarter
+note, so tempo changes are respected) or a fixed `frame_seconds` grid. Drum tracks and pitches
+outside the piano's range are dropped. Writing makes one note per run of active frames and
+replaces the target file atomically, so an interrupted write never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pretty_midi
+
+from sequnet_cli.console import print_warning
+from sequnet_cli.data.polyphonic import LOWEST_PITCH, PITCHES, PianoRollSplits
+from sequnet_cli.errors import DataError
+
+if TYPE_CHECKING:
+    from sequnet_cli.config import DataConfig
+
+MIDI_SUFFIXES = (".mid", ".midi")
+_NOMINAL_BEAT_SECONDS = 0.5  # 120 bpm: how beat-based frames are played back
+_SPLIT_SEED = 0  # the same folder always gives the same split
+
+
+def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
+    """Parse a MIDI file; a missing or non-MIDI file raises `DataError`."""
+    if not path.is_file():
+        raise DataError(f"MIDI file {path} does not exist; check the path")
+    try:
+        with warnings.catch_warnings():  # pretty_midi warns about harmless meta-event placement
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return pretty_midi.PrettyMIDI(str(path))
+    except Exception as error:  # mido and pretty_midi raise many types for bad files
+        raise DataError(
+            f"{path} is not a readable MIDI file ({type(error).__name__}: {error}); "
+            "pass a standard .mid file"
+        ) from error
+
+
+def midi_to_roll(
+    source: Path | pretty_midi.PrettyMIDI, frames_per_beat: int = 4, frame_seconds: float = 0.0
+) -> np.ndarray:
+    """A MIDI file (or parsed MIDI) as a `(T, 88)` bool piano roll.
+
+    Frames are `frame_seconds` long if that is positive, else `1 / frames_per_beat` of the
+    file's beat. A note covers the frames between its onset and offset, each rounded to the
+    nearest frame boundary, and at least one frame.
+    """
+    midi = source if isinstance(source, pretty_midi.PrettyMIDI) else read_midi(source)
+    end = midi.get_end_time()
+    boundaries = _frame_boundaries(midi, end, frames_per_beat, frame_seconds)
+    roll = np.zeros((len(boundaries) - 1, PITCHES), dtype=bool)
+    for instrument in midi.instruments:
+        if instrument.is_drum:
+            continue
+        for note in instrument.notes:
+            column = note.pitch - LOWEST_PITCH
+            if not 0 <= column < PITCHES:
+                continue
+            onset, offset = _nearest(boundaries, np.array([note.start, note.end]))
+            onset = min(onset, len(roll) - 1)  # a note starting in the last half frame
+            roll[onset : max(offset, onset + 1), column] = True
+    return roll
+
+
+def _frame_boundaries(
+    midi: pretty_midi.PrettyMIDI, end: float, frames_per_beat: int, frame_seconds: float
+) -> np.ndarray:
+    """Frame start times plus one boundary at or after `end`: `(T + 1,)` seconds, increasing."""
+    if end <= 0:
+        return np.zeros(1)
+    if frame_seconds > 0:
+        return np.arange(int(np.ceil(end / frame_seconds)) + 1) * frame_seconds
+    beats = midi.get_beats()
+    if len(beats) > 1:
+        last_length = beats[-1] - beats[-2]
+    else:
+        last_length = 60.0 / midi.get_tempo_changes()[1][-1]
+    while beats[-1] < end:  # extend the beat grid past the last note with the last beat length
+        beats = np.append(beats, beats[-1] + last_length)
+    steps = np.arange(frames_per_beat) / frames_per_beat
+    starts = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
+    grid = np.append(starts, beats[-1])  # its last point is at or after `end`
+    frames = int(np.count_nonzero(grid < end))
+    return grid[: frames + 1]
+
+
+def _nearest(boundaries: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the boundary nearest each time: `(N,)` ints in `0..len(boundaries) - 1`."""
+    right = np.clip(np.searchsorted(boundaries, times), 1, len(boundaries) - 1)
+    left = right - 1
+    closer_left = times - boundaries[left] <= boundaries[right] - times
+    return np.where(closer_left, left, right)
+
+
+def load_midi_folder(folder: Path, data_config: DataConfig) -> PianoRollSplits:
+    """Every `*.mid`/`*.midi` under `folder` (recursively), split deterministically.
+
+    Unreadable files and files without piano notes are skipped with a warning. The sorted
+    names are shuffled with a fixed seed and cut by `valid_fraction` / `test_fraction`.
+    """
+    paths = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()
+    )
+    pieces: list[np.ndarray] = []
+    for path in paths:
+        try:
+            roll = midi_to_roll(path, data_config.frames_per_beat, data_config.frame_seconds)
+        except DataError as error:
+            print_warning(f"skipped: {error}")
+            continue
+        if roll.any():
+            pieces.append(roll)
+        else:
+            print_warning(f"{path} has no notes in the piano range; skipped")
+    if not pieces:
+        raise DataError(
+            f"no readable MIDI files (*.mid, *.midi) with piano notes under {folder}; "
+            "point --data at a folder of MIDI files"
+        )
+    random.Random(_SPLIT_SEED).shuffle(pieces)
+    train, valid, _ = split_counts(
+        len(pieces), data_config.valid_fraction, data_config.test_fraction
+    )
+    frame_seconds = data_config.frame_seconds or _NOMINAL_BEAT_SECONDS / data_config.frames_per_beat
+    return PianoRollSplits(
+        train=pieces[:train],
+        valid=pieces[train : train + valid],
+        test=pieces[train + valid :],
+        frame_seconds=frame_seconds,
+    )
+
+
+def split_counts(count: int, valid_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Pieces for (train, valid, test): rounded fractions, at least one training piece.
+
+    A non-zero fraction gets at least one piece when at least two are left to train on.
+    """
+    valid = round(count * valid_fraction)
+    test = round(count * test_fraction)
+    if valid_fraction > 0 and valid == 0 and count - test >= 3:
+        valid = 1
+    if test_fraction > 0 and test == 0 and count - valid >= 3:
+        test = 1
+    while valid + test >= count:  # keep a training piece
+        if test >= valid:
+            test -= 1
+        else:
+            valid -= 1
+    return count - valid - test, valid, test
+
+
+def roll_to_midi(
+    roll: np.ndarray,
+    frame_seconds: float,
+    program: int = 0,
+    velocity: int = 80,
+    tempo: float = 120.0,
+) -> pretty_midi.PrettyMIDI:
+    """A `(T, 88)` bool piano roll as MIDI: one note per contiguous run of active frames."""
+    if roll.ndim != 2 or roll.shape[1] != PITCHES:
+        raise ValueError(f"a piano roll is (frames, {PITCHES}), got {roll.shape}")
+    midi = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    instrument = pretty_midi.Instrument(program=program)
+    padded = np.pad(roll.astype(np.int8), ((1, 1), (0, 0)))
+    changes = np.diff(padded, axis=0)  # (T + 1, 88): +1 at onsets, -1 at offsets
+    for column in range(PITCHES):
+        onsets = np.flatnonzero(changes[:, column] == 1)
+        offsets = np.flatnonzero(changes[:, column] == -1)
+        for onset, offset in zip(onsets, offsets, strict=True):
+            instrument.notes.append(
+                pretty_midi.Note(
+                    velocity=velocity,
+                    pitch=column + LOWEST_PITCH,
+                    start=onset * frame_seconds,
+                    end=offset * frame_seconds,
+                )
+            )
+    instrument.notes.sort(key=lambda note: (note.start, note.pitch))
+    midi.instruments.append(instrument)
+    return midi
+
+
+def write_midi(midi: pretty_midi.PrettyMIDI, path: Path) -> None:
+    """Write `midi` to `path` through a temp file in the same folder and an atomic rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(descriptor)
+    except OSError as error:
+        raise DataError(f"cannot write {path} ({error}); choose a writable folder") from error
+    try:
+        midi.write(temp_name)
+        os.replace(temp_name, path)
+    except OSError as error:
+        raise DataError(f"cannot write {path} ({error}); check the disk and permissions") from error
+    finally:
+        Path(temp_name).unlink(missing_ok=True)

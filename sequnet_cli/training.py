@@ -1,0 +1,215 @@
+"""Training (paper §5): Adam, optional gradient-norm clipping, the learning rate halved when
+validation stops improving, the best-on-validation checkpoint kept.
+
+The learning-rate rule is the authors': once more than `lr_decay_after` epochs have passed, an
+epoch whose validation score is worse than every one of the last `patience` epochs halves it.
+
+A run ends cleanly at whichever limit comes first (epochs, optimizer steps, minutes) with a
+checkpoint. Checkpoints are written atomically after every epoch; Ctrl-C leaves the last one
+intact. Resuming is exact: the order of an epoch's batches comes from a generator seeded by
+(seed, epoch), batches already done are skipped, and every random state is restored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import CausalNetwork
+from sequnet_cli.builders import build_task, network_for
+from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
+from sequnet_cli.config import RunConfig
+from sequnet_cli.console import TrainingDisplay
+from sequnet_cli.errors import DeviceError, SequnetError
+from sequnet_cli.tasks import Task
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands; stored in every checkpoint as `training`."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps in total
+    lr: float = 0.0
+    best_score: float = math.inf
+    best_epoch: int = 0
+    metric: str = ""
+    seconds: float = 0.0  # training time so far
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Whichever comes first ends the run (0 = no limit for steps and minutes)."""
+
+    epochs: int
+    steps: int = 0
+    minutes: float = 0.0
+
+
+class Trainer:
+    """Trains one run's network on its task, checkpointing into the run folder."""
+
+    def __init__(self, run: Run, network: CausalNetwork, task: Task, device: torch.device) -> None:
+        self.run, self.task, self.device = run, task, device
+        self.config = run.config.train
+        self.network = network.to(device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr)
+        self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
+        self.data_generator = torch.Generator().manual_seed(self.config.seed)
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a `last.pt` checkpoint of this run."""
+        self.network.load_state_dict(checkpoint["weights"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.state = TrainingState(**checkpoint["training"])
+        restore_rng(checkpoint["rng"])
+        if "data_generator" in checkpoint:
+            self.data_generator.set_state(checkpoint["data_generator"])
+
+    def fit(self, limits: Limits, display: TrainingDisplay) -> TrainingState:
+        """Train until a limit is reached; returns the final state (the checkpoint is written)."""
+        started, base = time.monotonic(), self.state.seconds
+        stop = False
+        while self.state.epoch < limits.epochs and not stop:
+            batches = self.task.epoch_batches(self.config.batch_size)
+            display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
+            for batch_loss, items in self._epoch_steps():
+                self.state.seconds = base + time.monotonic() - started
+                display.advance(batch_loss, items, self.state.lr)
+                stop = self._limit_reached(limits)
+                if stop:
+                    break
+            epoch_done = self.state.batch >= batches
+            if epoch_done:
+                self.state.epoch, self.state.batch = self.state.epoch + 1, 0
+            self._end_of_period(display, epoch_done)
+        return self.state
+
+    def _limit_reached(self, limits: Limits) -> bool:
+        if limits.steps and self.state.step >= limits.steps:
+            return True
+        return bool(limits.minutes) and self.state.seconds >= 60 * limits.minutes
+
+    def _epoch_steps(self) -> Iterator[tuple[float, int]]:
+        """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
+        generator = self._epoch_generator()
+        self.network.train()
+        for index, batch in enumerate(self.task.batches("train", self.config.batch_size, generator)):
+            if index < self.state.batch:
+                continue  # done before a resume
+            loss, count = self._step(batch.to(self.device))
+            self.state.batch, self.state.step = index + 1, self.state.step + 1
+            yield loss, count
+
+    def _epoch_generator(self) -> torch.Generator:
+        if self.task.kind == "audio":
+            return self.data_generator  # a stream of random excerpts, its state checkpointed
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.state.epoch)
+
+    def _step(self, batch: Any) -> tuple[float, int]:
+        count = max(batch.count, 1)
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.task.loss_sum(self.network, batch) / count
+            loss.backward()
+            if self.config.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
+            self.optimizer.step()
+        except torch.OutOfMemoryError as error:
+            raise DeviceError(
+                f"out of memory on {self.device} at batch size {self.config.batch_size}; "
+                "lower it with --set train.batch_size=N"
+            ) from error
+        value = loss.item()
+        if not math.isfinite(value):
+            raise SequnetError(
+                f"the training loss became {value} at step {self.state.step + 1}; "
+                "lower the learning rate (--set train.lr=...) or enable clipping (--set train.clip=0.5)"
+            )
+        return value, count
+
+    def _end_of_period(self, display: TrainingDisplay, epoch_done: bool) -> None:
+        score = evaluate_split(self.network, self.task, "valid", self.config.batch_size, self.device)
+        improved = score < self.state.best_score
+        if improved:
+            self.state.best_score, self.state.best_epoch = score, self.state.epoch
+        self.state.history.append({"epoch": self.state.epoch, "step": self.state.step, "valid": score, "lr": self.state.lr})
+        if epoch_done:
+            self._schedule(score)
+        display.end_epoch(score, self.state.best_score, self.state.lr)
+        self.save(best=improved)
+
+    def _schedule(self, score: float) -> None:
+        previous = [entry["valid"] for entry in self.state.history[:-1]][-self.config.patience :]
+        late = self.state.epoch > self.config.lr_decay_after
+        if self.config.patience > 0 and late and len(previous) == self.config.patience and score > max(previous):
+            self.state.lr /= 2
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.state.lr
+
+    def save(self, best: bool) -> None:
+        """Write `last.pt` (and `best.pt`), atomically."""
+        self.run.save(
+            {
+                "weights": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "training": asdict(self.state),
+                "rng": capture_rng(),
+                "data_generator": self.data_generator.get_state(),
+            },
+            best=best,
+        )
+
+
+def evaluate_split(network: CausalNetwork, task: Task, split: str, batch_size: int, device: torch.device) -> float:
+    """The task's metric (NLL in nats per frame, or bits per audio sample) on a split."""
+    network.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in task.batches(split, batch_size):
+            batch = batch.to(device)
+            total += task.loss_sum(network, batch).item()
+            count += batch.count
+    return task.score(total, count)
+
+
+def train_run(
+    config: RunConfig,
+    limits: Limits,
+    device: torch.device,
+    data: Path | None = None,
+    data_dir: Path | None = None,
+    resume: Run | None = None,
+) -> tuple[Run, TrainingState]:
+    """Train a new run of `config` (or continue `resume`); returns the run and its final state."""
+    if resume is not None:
+        config = resume.config
+    torch.manual_seed(config.train.seed)
+    network = network_for(config)
+    task = build_task(config, network, data, data_dir)
+    run = resume or Run.create(config)
+    trainer = Trainer(run, network, task, device)
+    if resume is not None:
+        trainer.resume(resume.load_state("last", map_location=device))
+    parameters = sum(p.numel() for p in network.parameters())
+    title = (
+        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} parameters, "
+        f"receptive field {network.receptive_field}) on {device} -> {run.path}"
+    )
+    with TrainingDisplay(task.unit, task.metric, title) as display:
+        try:
+            state = trainer.fit(limits, display)
+        except KeyboardInterrupt:
+            raise SequnetError(
+                f"interrupted; run {run.name} keeps its last checkpoint "
+                f"(continue with `sequnet train --resume {run.name}`)"
+            ) from None
+    return run, state
