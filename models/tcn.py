@@ -61,7 +61,7 @@ class TemporalBlock(nn.Module):
 
         `record`, if given, receives the inputs of both convolutions (for stream priming).
         """
-        hidden = self.conv1.forward_span(x, max(lo - self.conv2.history + 1, 0), hi)  # (B, out, T')
+        hidden = self.conv1.forward_span(x, max(lo - self.conv2.history, 0), hi)  # (B, out, T')
         hidden = Signal(self.dropout(F.relu(hidden.data)), hidden.start)
         out = self.dropout(F.relu(self.conv2.forward_span(hidden, lo, hi).data))  # (B, out, T)
         residual = x.span(lo, hi)  # (B, in, T)
@@ -182,6 +182,6 @@ class TCNStream(Stream):
     def _prime(self, x: Tensor) -> Tensor:
         record: list[Signal] = []
         out = self.net._run(x.to(self.convs[0][0].buffer.data), 0, record)
-        for buffer, inputs in zip(self._buffers(), record):
+        for buffer, inputs in zip(self._buffers(), record, strict=True):
             buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
         return out.data

@@ -24,7 +24,10 @@ from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, Stream, T
 
 
 class GatedLayer(nn.Module):
-    """One WaveNet layer: `(B, residual, T)` -> residual `(B, residual, T)` and skip `(B, skip, T)`."""
+    """One WaveNet layer: gated activation (§2.3), residual and skip outputs (§2.4).
+
+    x: `(B, residual, T)` -> residual `(B, residual, T)` and skip contribution `(B, skip, T)`.
+    """
 
     def __init__(
         self,
@@ -36,7 +39,7 @@ class GatedLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.dilation_channels = dilation_channels
-        self.residual_channels = residual_channels
+        self.residual_channels, self.skip_channels = residual_channels, skip_channels
         # Filter and gate as one convolution, residual and skip as one: two matrix products a step.
         self.gated_conv = CausalConv1d(
             residual_channels, 2 * dilation_channels, kernel_size, dilation
@@ -52,9 +55,7 @@ class GatedLayer(nn.Module):
         gates = self.gated_conv.forward_span(x, lo, hi).data  # (B, 2 * D, T)
         filters, gate = gates.split(self.dilation_channels, dim=1)  # (B, D, T) each
         mixed = self.mix_conv(torch.tanh(filters) * torch.sigmoid(gate))  # (B, R + S, T)
-        residual, skip = mixed.split(
-            (self.residual_channels, mixed.shape[1] - self.residual_channels), dim=1
-        )
+        residual, skip = mixed.split((self.residual_channels, self.skip_channels), dim=1)
         return Signal(x.span(lo, hi) + residual, lo), skip
 
 
@@ -192,7 +193,8 @@ class WaveNetStream(Stream):
         return [conv.buffer for conv in self.gated]
 
     def _step(self, x: Tensor) -> Tensor:
-        torch.addmm(self.input[1], x, self.input[0], out=self.residual)  # (B, R)
+        weight, bias = self.input
+        torch.addmm(bias, x, weight, out=self.residual)  # (B, R)
         self.skip.zero_()
         for conv, (mix_weight, mix_bias) in zip(self.gated, self.mix):
             window = conv.buffer.push(self.residual)  # (B, K * R)
@@ -201,11 +203,12 @@ class WaveNetStream(Stream):
             self.state.addmm_(z, mix_weight).add_(mix_bias)  # residual += res, skip sum += skip
         weight, bias = self.skip_weights
         hidden = torch.addmm(bias, self.skip.relu_(), weight).relu_()  # (B, S)
-        return torch.addmm(self.output[1], hidden, self.output[0])  # (B, out)
+        weight, bias = self.output
+        return torch.addmm(bias, hidden, weight)  # (B, out)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: list[Signal] = []
         out = self.net._run(x.to(self.state), 0, record)
-        for buffer, inputs in zip(self._buffers(), record):
+        for buffer, inputs in zip(self._buffers(), record, strict=True):
             buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
         return out

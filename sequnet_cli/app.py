@@ -78,6 +78,8 @@ def train(
     for key, value in (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
+    if data is not None:  # recorded in the run, so evaluate and sample find the same data
+        overrides.append(f"data.dataset={data.expanduser().resolve()}")
     if resume is not None:
         run = checkpoints.find_run(resume, model)
         config = configs.apply_overrides(run.config, [o for o in overrides if not o.startswith("train.seed")])
@@ -87,7 +89,7 @@ def train(
     else:
         run, config = None, configs.resolve(preset, model, overrides)
     limits = training.Limits(config.train.epochs, config.train.steps, config.train.minutes)
-    run, state = training.train_run(config, limits, resolve_device(device), data, data_dir, run)
+    run, state = training.train_run(config, limits, resolve_device(device), None, data_dir, run)
     console.print(
         f"run {run.name}: {state.epoch} epochs, {state.step} steps, best {state.metric} "
         f"{state.best_score:.4f} (epoch {state.best_epoch}); checkpoints in {run.path}"
@@ -113,15 +115,82 @@ def presets() -> None:
     print_presets([configs.load_preset(name) for name in configs.list_presets()])
 
 
-def main() -> None:
+RunArgument = Annotated[
+    str, typer.Argument(help="A preset (its newest run), a run name or folder, or a .pt checkpoint file.")
+]
+WhichOption = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
+
+
+@app.command()
+def evaluate(
+    ref: RunArgument,
+    model: ModelOption = None,
+    checkpoint: WhichOption = "best",
+    split: Annotated[Optional[list[str]], typer.Option(help="Splits to score (default: all).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = None,
+    data: DataOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample."""
+    from sequnet_cli.builders import resolve_device
+    from sequnet_cli.console import print_scores
+    from sequnet_cli.inference import evaluate_trained, load_trained
+
+    target = resolve_device(device)
+    trained = load_trained(ref, model, checkpoint, target)
+    splits = list(split or ["train", "valid", "test"])
+    unknown = [s for s in splits if s not in ("train", "valid", "test")]
+    if unknown:
+        raise ConfigError(f"unknown split '{unknown[0]}'; use train, valid or test")
+    scores = evaluate_trained(trained, splits, target, data, data_dir)
+    print_scores(trained, scores, json_output)
+
+
+@app.command()
+def sample(
+    ref: RunArgument,
+    model: ModelOption = None,
+    checkpoint: WhichOption = "best",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or a folder for several.")] = None,
+    count: Annotated[int, typer.Option("-n", "--count", help="How many outputs, generated as one batch.")] = 1,
+    steps: Annotated[Optional[int], typer.Option(help="Length in frames (piano roll) or samples (audio).")] = None,
+    seconds: Annotated[Optional[float], typer.Option(help="Length in seconds.")] = None,
+    temperature: Annotated[float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same output.")] = 0,
+    primer: Annotated[Optional[Path], typer.Option(help="Continue this MIDI (piano roll) or audio file.")] = None,
+    no_primer_in_output: Annotated[
+        bool, typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer.")
+    ] = False,
+    tempo: Annotated[float, typer.Option(help="Piano roll: tempo of the written MIDI in beats per minute.")] = 120.0,
+    program: Annotated[int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")] = 0,
+    play: Annotated[bool, typer.Option("--play", help="Audio: play the result (the file is written first).")] = False,
+    device: DeviceOption = None,
+) -> None:
+    """Generate music with a trained model through its stream; writes MIDI or WAV."""
+    from sequnet_cli.builders import resolve_device
+    from sequnet_cli.generate import SampleRequest, generate
+
+    request = SampleRequest(
+        out=out, count=count, steps=steps, seconds=seconds, temperature=temperature, seed=seed, primer=primer,
+        keep_primer=not no_primer_in_output, tempo=tempo, program=program, play=play,
+    )
+    target = resolve_device(device)
+    generate(ref, model, checkpoint, request, target)
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user-caused failures into one line."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="sequnet", standalone_mode=False)
     except SequnetError as error:
         print_error(str(error))
         sys.exit(1)
     except KeyboardInterrupt:
         print_error("interrupted")
+        sys.exit(1)
+    except MemoryError:
+        print_error("out of memory; use a smaller batch (--set train.batch_size=N) or model")
         sys.exit(1)
     except typer.Exit as done:
         sys.exit(done.exit_code)

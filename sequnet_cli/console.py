@@ -114,3 +114,66 @@ def print_presets(presets: list) -> None:
     for preset in presets:
         table.add_row(preset.name, preset.task, ", ".join(preset.variants), preset.description)
     console.print(table)
+
+
+class GenerationDisplay:
+    """Live progress of generation: elements per second and, for audio, times real time."""
+
+    def __init__(self, total: int, unit: str, sample_rate: int | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.unit, self.sample_rate, self.done = unit, sample_rate, 0
+        self.progress = Progress(
+            TextColumn("[bold]generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+            transient=True,
+        )
+        self.task_id = self.progress.add_task("generating", total=total, stats="")
+        self.started = 0.0
+
+    def __enter__(self) -> GenerationDisplay:
+        import time
+
+        self.started = time.monotonic()
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def advance(self, count: int) -> None:
+        import time
+
+        self.done += count
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        stats = f"{rate:,.0f} {self.unit}/s"
+        if self.sample_rate:
+            stats += f"  {rate / self.sample_rate:.3f}x real time"
+        self.progress.update(self.task_id, advance=count, stats=stats)
+
+
+def print_scores(trained: object, scores: dict[str, float], as_json: bool) -> None:
+    """The `sequnet evaluate` result: a table, or JSON."""
+    import json
+
+    from rich.table import Table
+
+    config = trained.config  # type: ignore[attr-defined]
+    metric = "NLL (nats/frame)" if config.task == "piano-roll" else "bits per audio sample"
+    if as_json:
+        document = {
+            "preset": config.preset, "model": config.model.name, "architecture": config.model.architecture,
+            "checkpoint": str(trained.source), "metric": metric, "scores": scores,  # type: ignore[attr-defined]
+        }
+        console.print_json(json.dumps(document))
+        return
+    table = Table(title=f"{config.preset} / {config.model.name}: {metric}", caption=str(trained.source))  # type: ignore[attr-defined]
+    table.add_column("split")
+    table.add_column(metric, justify="right")
+    for split, score in scores.items():
+        table.add_row(split, f"{score:.4f}")
+    console.print(table)

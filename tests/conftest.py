@@ -15,6 +15,11 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "sequnet-home"))
     monkeypatch.setenv("SEQUNET_DATA_DIR", str(SHARED_DATA / "polyphonic"))
     monkeypatch.setenv("SEQUNET_DEVICE", "cpu")
+    from sequnet_cli.console import console, error_console
+
+    # Wide consoles so tables and messages are not wrapped mid-word in captured output.
+    monkeypatch.setattr(console, "width", 200)
+    monkeypatch.setattr(error_console, "width", 200)
     torch.manual_seed(0)
 
 

@@ -1,0 +1,39 @@
+"""Run the real `sequnet` entry point in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sequnet_cli.app import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    """`sequnet ARGS...`: exit code, stdout and stderr."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> None:
+    """Exit code 1, exactly one `error: ...` line, no traceback."""
+    assert result.code == 1, (result.out, result.err)
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.err
+    assert "Traceback" not in result.err + result.out
+    for fragment in fragments:
+        assert fragment.lower() in errors[0].lower(), errors[0]
