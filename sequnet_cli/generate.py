@@ -59,6 +59,10 @@ def output_paths(out: Path | None, count: int, stem: str, suffix: str) -> list[P
         return [out]
     if out.suffix:
         return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # several outputs go into a folder
+    except OSError as error:
+        raise ConfigError(f"cannot create the output folder {out} ({error})") from error
     return [out / f"{stem}-{i + 1}{suffix}" for i in range(count)]
 
 
