@@ -32,18 +32,23 @@ ARCHITECTURES: dict[str, type[CausalNetwork]] = {
 }
 
 
-def build_network(architecture: str, in_channels: int, out_channels: int, config: NetworkConfig) -> CausalNetwork:
+def build_network(
+    architecture: str, in_channels: int, out_channels: int, config: NetworkConfig
+) -> CausalNetwork:
     """The network named `architecture` (a key of `ARCHITECTURES`) built from its config."""
     if architecture not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     if not isinstance(config, CONFIGS[architecture]):
-        raise TypeError(f"{architecture} needs a {CONFIGS[architecture].__name__}, got {type(config).__name__}")
+        raise TypeError(
+            f"{architecture} needs a {CONFIGS[architecture].__name__}, got {type(config).__name__}"
+        )
     return ARCHITECTURES[architecture].from_config(in_channels, out_channels, config)  # type: ignore[attr-defined]
 
 
 __all__ = [
     "ARCHITECTURES",
     "CONFIGS",
+    "TCN",
     "CausalNetwork",
     "NetworkConfig",
     "ResidualSeqUNet",
@@ -52,7 +57,6 @@ __all__ = [
     "SeqUNetConfig",
     "Stream",
     "StreamError",
-    "TCN",
     "TCNConfig",
     "WaveNet",
     "WaveNetConfig",

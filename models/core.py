@@ -18,11 +18,28 @@ that the full pass (zero history), valid mode (`outputs=n`) and stream priming a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+LayerT = TypeVar("LayerT", bound=nn.Module)
+
+
+class Layers(nn.ModuleList, Generic[LayerT]):
+    """An `nn.ModuleList` that keeps the type of its layers for the type checker."""
+
+    def __init__(self, layers: Iterable[LayerT] = ()) -> None:
+        super().__init__(layers)
+
+    def __getitem__(self, index: int) -> LayerT:  # type: ignore[override]
+        return cast(LayerT, super().__getitem__(index))
+
+    def __iter__(self) -> Iterator[LayerT]:
+        return cast(Iterator[LayerT], super().__iter__())
 
 
 class StreamError(RuntimeError):
@@ -178,19 +195,30 @@ class TapBuffer:
     ) -> None:
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.data = torch.zeros(dilation, batch_size, 2 * kernel_size, channels, device=device, dtype=dtype)
+        self.data = torch.zeros(
+            dilation, batch_size, 2 * kernel_size, channels, device=device, dtype=dtype
+        )
         self.count = 0
         self.parts = tuple(parts) if parts else (channels,)
         if sum(self.parts) != channels:
             raise ValueError(f"parts {self.parts} do not add up to {channels} channels")
         # Views of every slot, made once: a step then only copies and multiplies.
-        self._views = [self._make_views(n) for n in range(dilation * kernel_size)] if dilation * kernel_size <= 1024 else None
+        self._views = (
+            [self._make_views(n) for n in range(dilation * kernel_size)]
+            if dilation * kernel_size <= 1024
+            else None
+        )
 
     def _make_views(self, n: int) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
         row, q = self.data[n % self.dilation], (n // self.dilation) % self.kernel_size
         writes, start = [], 0
         for width in self.parts:
-            writes.append((row[:, q, start : start + width], row[:, q + self.kernel_size, start : start + width]))
+            writes.append(
+                (
+                    row[:, q, start : start + width],
+                    row[:, q + self.kernel_size, start : start + width],
+                )
+            )
             start += width
         return writes, row[:, q + 1 : q + 1 + self.kernel_size].flatten(1)
 
@@ -232,6 +260,12 @@ class TapBuffer:
         self.count = total
 
 
+def _like(parameter: Tensor, buffer: TapBuffer) -> Tensor:
+    """The parameter on the stream's device and dtype: a live view when they already match
+    (training further updates the stream), else a copy taken now."""
+    return parameter.detach().to(device=buffer.data.device, dtype=buffer.data.dtype)
+
+
 def _gate_buffers(buffer: TapBuffer, channels: int) -> tuple[Tensor, Tensor, Tensor]:
     """A pre-activation buffer `(B, channels)` and its filter and gate halves (views)."""
     data = buffer.data
@@ -243,13 +277,14 @@ class StepConv:
     """A convolution bound to a stream's tap buffer: `conv(x)` appends x, returns the output.
 
     The weight is taken once as a view `(K * in, out)` of the live parameter, so training
-    further keeps a stream up to date; moving the network to another device does not.
+    further keeps a stream up to date (unless the stream asked for another device or dtype, or
+    the parameter is computed, as with weight normalisation: then it is a snapshot).
     """
 
     def __init__(self, conv: CausalConv1d, buffer: TapBuffer) -> None:
         self.buffer = buffer
-        self.bias = conv.bias.detach()
-        self.weight = conv.weight.detach().reshape(conv.out_channels, -1).t()  # (K * in, out)
+        self.bias = _like(conv.bias, buffer)
+        self.weight = _like(conv.weight, buffer).reshape(conv.out_channels, -1).t()  # (K * in, out)
         # For gated layers: the pre-activation lives in one buffer, gated in place.
         self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.out_channels)
 
@@ -268,9 +303,9 @@ class StepUpConv:
 
     def __init__(self, conv: UpConv1d, buffer: TapBuffer) -> None:
         self.buffer = buffer
-        self.bias = conv.even.bias.detach()
-        self.even = conv.even.weight.detach().reshape(conv.even.out_channels, -1).t()
-        self.odd = conv.odd.weight.detach().reshape(conv.odd.out_channels, -1).t()
+        self.bias = _like(conv.even.bias, buffer)
+        self.even = _like(conv.even.weight, buffer).reshape(conv.even.out_channels, -1).t()
+        self.odd = _like(conv.odd.weight, buffer).reshape(conv.odd.out_channels, -1).t()
         self.skip = (conv.even.kernel_size - conv.odd.kernel_size) * conv.even.in_channels
         self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.even.out_channels)
 
@@ -321,7 +356,9 @@ class Stream:
             raise StreamError("streams run in eval mode only: call network.eval() first")
         expected = (self.batch_size, self.network.in_channels)
         if x.dim() != dims or tuple(x.shape[:2]) != expected:
-            raise StreamError(f"expected input of shape {expected}{' + (T,)' if dims == 3 else ''}, got {tuple(x.shape)}")
+            raise StreamError(
+                f"expected input of shape {expected}{' + (T,)' if dims == 3 else ''}, got {tuple(x.shape)}"
+            )
 
     def reset(self) -> None:
         """Back to time 0 with zero history."""
@@ -384,5 +421,7 @@ class CausalNetwork(nn.Module):
         if outputs is None:
             return total
         if not 1 <= outputs <= total:
-            raise ValueError(f"outputs must be between 1 and the input length {total}, got {outputs}")
+            raise ValueError(
+                f"outputs must be between 1 and the input length {total}, got {outputs}"
+            )
         return outputs

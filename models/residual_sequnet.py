@@ -18,10 +18,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from models.configs import ResidualSeqUNetConfig
-from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, StepUpConv, Stream, TapBuffer, UpConv1d
+from models.core import (
+    CausalConv1d,
+    CausalNetwork,
+    Layers,
+    Signal,
+    StepConv,
+    StepUpConv,
+    Stream,
+    TapBuffer,
+    UpConv1d,
+)
 from models.sequnet import receptive_field_of
 
 Record = dict[str, Tensor]
@@ -56,21 +66,30 @@ class ResidualSeqUNet(CausalNetwork):
         self.levels = levels - 1  # down/up-sampling blocks; the bottleneck is the last level
         c, k = channels, kernel_size
 
-        def chain(width: int) -> nn.ModuleList:
-            return nn.ModuleList(CausalConv1d(width, 2 * c, k) for _ in range(depth))
+        def chain(width: int) -> Layers[CausalConv1d]:
+            return Layers(CausalConv1d(width, 2 * c, k) for _ in range(depth))
 
         self.input_conv = CausalConv1d(in_channels, c, k)
-        self.down_layers = nn.ModuleList(chain(c) for _ in range(self.levels))
-        self.down_convs = nn.ModuleList(CausalConv1d(c, 2 * c, k, stride=2) for _ in range(self.levels))
+        self.down_layers = Layers(chain(c) for _ in range(self.levels))
+        self.down_convs = Layers(CausalConv1d(c, 2 * c, k, stride=2) for _ in range(self.levels))
         self.bottleneck = chain(c)
-        self.up_convs = nn.ModuleList(UpConv1d(c, 2 * c, k) for _ in range(self.levels))
-        self.merge_layers = nn.ModuleList(chain(2 * c) for _ in range(self.levels))
+        self.up_convs = Layers(UpConv1d(c, 2 * c, k) for _ in range(self.levels))
+        self.merge_layers = Layers(chain(2 * c) for _ in range(self.levels))
         self.output_conv = CausalConv1d(c, out_channels, 1)
         self._receptive_field = receptive_field_of(self._plan, self.levels)
 
     @classmethod
-    def from_config(cls, in_channels: int, out_channels: int, config: ResidualSeqUNetConfig) -> ResidualSeqUNet:
-        return cls(in_channels, out_channels, config.channels, config.levels, config.depth, config.kernel_size)
+    def from_config(
+        cls, in_channels: int, out_channels: int, config: ResidualSeqUNetConfig
+    ) -> ResidualSeqUNet:
+        return cls(
+            in_channels,
+            out_channels,
+            config.channels,
+            config.levels,
+            config.depth,
+            config.kernel_size,
+        )
 
     @property
     def receptive_field(self) -> int:
@@ -110,25 +129,34 @@ class ResidualSeqUNet(CausalNetwork):
         h = self.input_conv.forward_span(Signal(x, 0), h_lo[0], lengths[0] - 1)
         shortcuts = []
         for i in range(self.levels):
-            s = self._chain(self.down_layers[i], h, plan["s"][i], lengths[i], None, record, f"down{i}")
+            s = self._chain(
+                self.down_layers[i], h, plan["s"][i], lengths[i], None, record, f"down{i}"
+            )
             shortcuts.append(s)
             _keep(record, f"decimate{i}", s.data)
             pre = self.down_convs[i].forward_span(s, h_lo[i + 1], lengths[i + 1] - 1).data
-            h = Signal(_gated(pre, s.span(2 * h_lo[i + 1], 2 * (lengths[i + 1] - 1))[..., ::2]), h_lo[i + 1])
+            h = Signal(
+                _gated(pre, s.span(2 * h_lo[i + 1], 2 * (lengths[i + 1] - 1))[..., ::2]),
+                h_lo[i + 1],
+            )
         y = self._chain(self.bottleneck, h, plan["y"][-1], lengths[-1], None, record, "bottleneck")
         for i in reversed(range(self.levels)):
             lo, hi = plan["u"][i], lengths[i] - 1
             _keep(record, f"coarse{i}", y.data)
             pre = self.up_convs[i].forward_span(y, lo, hi).data
-            repeated = y.span(lo // 2, hi // 2).repeat_interleave(2, dim=-1)[..., lo % 2 : lo % 2 + hi - lo + 1]
+            repeated = y.span(lo // 2, hi // 2).repeat_interleave(2, dim=-1)[
+                ..., lo % 2 : lo % 2 + hi - lo + 1
+            ]
             u = Signal(_gated(pre, repeated), lo)
-            y = self._chain(self.merge_layers[i], shortcuts[i], plan["y"][i], hi + 1, u, record, f"merge{i}")
+            y = self._chain(
+                self.merge_layers[i], shortcuts[i], plan["y"][i], hi + 1, u, record, f"merge{i}"
+            )
         out = F.relu(y.data[..., first_output - y.start :])
         return self.output_conv(out)
 
     def _chain(
         self,
-        layers: nn.ModuleList,
+        layers: Layers[CausalConv1d],
         x: Signal,
         lo: int,
         length: int,
@@ -173,31 +201,47 @@ class ResidualSeqUNetStream(Stream):
     """Time-variant streaming for `ResidualSeqUNet`: level i runs every 2**i steps."""
 
     def __init__(
-        self, network: ResidualSeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+        self,
+        network: ResidualSeqUNet,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
     ) -> None:
         super().__init__(network, batch_size)
         self.net = network
         c, k = network.config.channels, network.config.kernel_size
         self.buffers: dict[str, TapBuffer] = {}  # by the names `ResidualSeqUNet._run` records
 
-        def bind(conv: CausalConv1d, name: str, width: int = c, parts: tuple[int, ...] | None = None) -> StepConv:
-            self.buffers[name] = TapBuffer(batch_size, width, conv.kernel_size, device=device, dtype=dtype, parts=parts)
+        def bind(
+            conv: CausalConv1d, name: str, width: int = c, parts: tuple[int, ...] | None = None
+        ) -> StepConv:
+            self.buffers[name] = TapBuffer(
+                batch_size, width, conv.kernel_size, device=device, dtype=dtype, parts=parts
+            )
             return StepConv(conv, self.buffers[name])
 
-        def chain(layers: nn.ModuleList, name: str, merge: bool = False) -> list[StepConv]:
+        def chain(layers: Layers[CausalConv1d], name: str, merge: bool = False) -> list[StepConv]:
             width, parts = (2 * c, (c, c)) if merge else (c, None)
             return [bind(layer, f"{name}.{j}", width, parts) for j, layer in enumerate(layers)]
 
         self.input = bind(network.input_conv, "input", network.in_channels)
-        self.down_chains = [chain(network.down_layers[i], f"down{i}") for i in range(network.levels)]
+        self.down_chains = [
+            chain(network.down_layers[i], f"down{i}") for i in range(network.levels)
+        ]
         self.down = [bind(network.down_convs[i], f"decimate{i}") for i in range(network.levels)]
         self.bottleneck = chain(network.bottleneck, "bottleneck")
         self.up = []
         for i in range(network.levels):
-            self.buffers[f"coarse{i}"] = TapBuffer(batch_size, c, (k + 1) // 2, device=device, dtype=dtype)
+            self.buffers[f"coarse{i}"] = TapBuffer(
+                batch_size, c, (k + 1) // 2, device=device, dtype=dtype
+            )
             self.up.append(StepUpConv(network.up_convs[i], self.buffers[f"coarse{i}"]))
-        self.merge_chains = [chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.levels)]
-        self.output = StepConv(network.output_conv, TapBuffer(batch_size, c, 1, device=device, dtype=dtype))
+        self.merge_chains = [
+            chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.levels)
+        ]
+        self.output = StepConv(
+            network.output_conv, TapBuffer(batch_size, c, 1, device=device, dtype=dtype)
+        )
         self.channels = c
 
     def _buffers(self) -> list[TapBuffer]:

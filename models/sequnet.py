@@ -25,7 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.configs import SeqUNetConfig
-from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, StepUpConv, Stream, TapBuffer, UpConv1d
+from models.core import (
+    CausalConv1d,
+    CausalNetwork,
+    Layers,
+    Signal,
+    StepConv,
+    StepUpConv,
+    Stream,
+    TapBuffer,
+    UpConv1d,
+)
 
 
 def _coarse(length: int) -> int:
@@ -55,11 +65,15 @@ class SeqUNet(CausalNetwork):
         self.levels = len(channels) - 1
         widths = [in_channels, *channels]
         k = kernel_size
-        self.shortcut_convs = nn.ModuleList(CausalConv1d(widths[i], widths[i + 1], k) for i in range(self.levels))
-        self.down_convs = nn.ModuleList(CausalConv1d(c, c, k, stride=2) for c in channels[:-1])
+        self.shortcut_convs = Layers(
+            CausalConv1d(widths[i], widths[i + 1], k) for i in range(self.levels)
+        )
+        self.down_convs = Layers(CausalConv1d(c, c, k, stride=2) for c in channels[:-1])
         self.bottleneck = CausalConv1d(widths[-2], widths[-1], k)
-        self.up_convs = nn.ModuleList(UpConv1d(channels[i + 1], channels[i + 1], k) for i in range(self.levels))
-        self.merge_convs = nn.ModuleList(
+        self.up_convs = Layers(
+            UpConv1d(channels[i + 1], channels[i + 1], k) for i in range(self.levels)
+        )
+        self.merge_convs = Layers(
             CausalConv1d(channels[i + 1] + channels[i], channels[i], k) for i in range(self.levels)
         )
         self.output_conv = CausalConv1d(channels[0], out_channels, 1)
@@ -104,7 +118,9 @@ class SeqUNet(CausalNetwork):
         n = self._check_outputs(x, self.in_channels, outputs)
         return self._run(x, x.shape[-1] - n).data
 
-    def _run(self, x: Tensor, first_output: int, record: dict[str, list[Signal]] | None = None) -> Signal:
+    def _run(
+        self, x: Tensor, first_output: int, record: dict[str, list[Signal]] | None = None
+    ) -> Signal:
         plan = self._plan(first_output)
         lengths = [x.shape[-1]]
         for _ in range(self.levels):
@@ -160,7 +176,9 @@ def receptive_field_of(plan: Callable[..., dict[str, list[int]]], levels: int) -
 class SeqUNetStream(Stream):
     """Time-variant streaming for `SeqUNet`: level i runs every 2**i steps (paper §3.1)."""
 
-    def __init__(self, network: SeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
+    def __init__(
+        self, network: SeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
         super().__init__(network, batch_size)
         self.net = network
         k, levels = network.config.kernel_size, network.levels
@@ -169,19 +187,33 @@ class SeqUNetStream(Stream):
         def buffer(width: int, taps: int = k, parts: tuple[int, ...] | None = None) -> TapBuffer:
             return TapBuffer(batch_size, width, taps, device=device, dtype=dtype, parts=parts)
 
-        self.shortcut = [StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(levels)]
+        self.shortcut = [
+            StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(levels)
+        ]
         self.down = [StepConv(network.down_convs[i], buffer(widths[i + 1])) for i in range(levels)]
         self.bottleneck = StepConv(network.bottleneck, buffer(widths[-2]))
-        self.up = [StepUpConv(network.up_convs[i], buffer(widths[i + 2], (k + 1) // 2)) for i in range(levels)]
+        self.up = [
+            StepUpConv(network.up_convs[i], buffer(widths[i + 2], (k + 1) // 2))
+            for i in range(levels)
+        ]
         self.merge = [
-            StepConv(network.merge_convs[i], buffer(widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])))
+            StepConv(
+                network.merge_convs[i],
+                buffer(widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])),
+            )
             for i in range(levels)
         ]
         self.output = StepConv(network.output_conv, buffer(widths[1], 1))
 
     def _buffers(self) -> list[TapBuffer]:
-        convs = [*self.shortcut, *self.down, self.bottleneck, *self.up, *self.merge, self.output]
-        return [conv.buffer for conv in convs]
+        convs: list[StepConv | StepUpConv] = [
+            *self.shortcut,
+            *self.down,
+            self.bottleneck,
+            *self.up,
+            *self.merge,
+        ]
+        return [conv.buffer for conv in [*convs, self.output]]
 
     def _step(self, x: Tensor) -> Tensor:
         return self.output(self._level(0, x, self.time))
@@ -208,7 +240,9 @@ class SeqUNetStream(Stream):
             self.down[i].buffer.fill(record["s"][i].data)
         self.bottleneck.buffer.fill(inputs[levels].data)
         # The up path ran from the coarsest level to the finest.
-        for i, coarse, merged in zip(reversed(range(levels)), record.get("coarse", []), record.get("merged", [])):
+        for i, coarse, merged in zip(
+            reversed(range(levels)), record.get("coarse", []), record.get("merged", [])
+        ):
             self.up[i].buffer.fill(coarse.data)
             self.merge[i].buffer.fill(merged.data)
         return out.data

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,36 +42,37 @@ def _root(
 
 
 PresetArgument = Annotated[str, typer.Argument(help="A preset name (see `sequnet presets`) or a preset TOML file.")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="Model variant of the preset, e.g. sequnet, tcn, wavenet.")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model variant of the preset, e.g. sequnet, tcn, wavenet.")]
 SetOption = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. --set train.lr=1e-3 (repeatable).")
+    list[str] | None, typer.Option("--set", help="Override a setting, e.g. --set train.lr=1e-3 (repeatable).")
 ]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default: $SEQUNET_DEVICE or auto).")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: $SEQUNET_DEVICE or auto).")]
 DataOption = Annotated[
-    Optional[Path], typer.Option("--data", help="Your own data: a folder of MIDI or audio files (or a .mat/.pickle).")
+    Path | None, typer.Option("--data", help="Your own data: a folder of MIDI or audio files (or a .mat/.pickle).")
 ]
 DataDirOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--data-dir", help="Folder holding benchmark files (e.g. JSB_Chorales.mat); also $SEQUNET_DATA_DIR."),
 ]
 
 
 @app.command()
 def train(
-    preset: Annotated[Optional[str], typer.Argument(help="A preset name or TOML file (not needed with --resume).")] = None,
+    preset: Annotated[str | None, typer.Argument(help="A preset name or TOML file (not needed with --resume).")] = None,
     model: ModelOption = None,
     set_: SetOption = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs (default: the preset's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes of training.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same result on a CPU).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs (default: the preset's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes of training.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same result on a CPU).")] = None,
     device: DeviceOption = None,
     data: DataOption = None,
     data_dir: DataDirOption = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue a stopped run (its name, folder, or preset).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue a stopped run (its name, folder, or preset).")] = None,
 ) -> None:
     """Train a model of a preset; the best checkpoint is kept in the run folder."""
-    from sequnet_cli import checkpoints, config as configs, training
+    from sequnet_cli import checkpoints, training
+    from sequnet_cli import config as configs
     from sequnet_cli.builders import resolve_device
 
     overrides = list(set_ or [])
@@ -126,7 +127,7 @@ def evaluate(
     ref: RunArgument,
     model: ModelOption = None,
     checkpoint: WhichOption = "best",
-    split: Annotated[Optional[list[str]], typer.Option(help="Splits to score (default: all).")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Splits to score (default: all).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOption = None,
     data: DataOption = None,
@@ -152,13 +153,13 @@ def sample(
     ref: RunArgument,
     model: ModelOption = None,
     checkpoint: WhichOption = "best",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or a folder for several.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file, or a folder for several.")] = None,
     count: Annotated[int, typer.Option("-n", "--count", help="How many outputs, generated as one batch.")] = 1,
-    steps: Annotated[Optional[int], typer.Option(help="Length in frames (piano roll) or samples (audio).")] = None,
-    seconds: Annotated[Optional[float], typer.Option(help="Length in seconds.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Length in frames (piano roll) or samples (audio).")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Length in seconds.")] = None,
     temperature: Annotated[float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same output.")] = 0,
-    primer: Annotated[Optional[Path], typer.Option(help="Continue this MIDI (piano roll) or audio file.")] = None,
+    primer: Annotated[Path | None, typer.Option(help="Continue this MIDI (piano roll) or audio file.")] = None,
     no_primer_in_output: Annotated[
         bool, typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer.")
     ] = False,

@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0  # audio: validate and checkpoint every N steps; 0 = once per epoch
     eval_batches: int = 8  # audio: fixed excerpt batches for validation / test bpa
+    ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay)
 
 
 @dataclass(frozen=True)

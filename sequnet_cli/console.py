@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from rich.console import Console
 
 console = Console(highlight=False)
@@ -28,7 +30,13 @@ class TrainingDisplay:
     """
 
     def __init__(self, unit: str, metric: str, title: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.unit, self.metric, self.title = unit, metric, title
         self.progress = Progress(
@@ -44,7 +52,7 @@ class TrainingDisplay:
         self.loss_total, self.loss_batches, self.items, self.started = 0.0, 0, 0, 0.0
         self.epoch = 0
 
-    def __enter__(self) -> TrainingDisplay:
+    def __enter__(self) -> Self:
         console.print(f"[bold]{self.title}[/]")
         self.progress.__enter__()
         return self
@@ -120,7 +128,13 @@ class GenerationDisplay:
     """Live progress of generation: elements per second and, for audio, times real time."""
 
     def __init__(self, total: int, unit: str, sample_rate: int | None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.unit, self.sample_rate, self.done = unit, sample_rate, 0
         self.progress = Progress(
@@ -135,7 +149,7 @@ class GenerationDisplay:
         self.task_id = self.progress.add_task("generating", total=total, stats="")
         self.started = 0.0
 
-    def __enter__(self) -> GenerationDisplay:
+    def __enter__(self) -> Self:
         import time
 
         self.started = time.monotonic()

@@ -62,12 +62,17 @@ class Trainer:
         self.config = run.config.train
         self.network = network.to(device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr)
+        # Optional weight averaging: validation, checkpoints and sampling use the average.
+        self.averaged = _averaged(self.network, self.config.ema) if self.config.ema > 0 else None
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a `last.pt` checkpoint of this run."""
-        self.network.load_state_dict(checkpoint["weights"])
+        self.network.load_state_dict(checkpoint.get("training_weights", checkpoint["weights"]))
+        if self.averaged is not None:
+            self.averaged.module.load_state_dict(checkpoint["weights"])
+            self.averaged.n_averaged.fill_(max(int(checkpoint["training"]["step"]), 1))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.state = TrainingState(**checkpoint["training"])
         restore_rng(checkpoint["rng"])
@@ -123,6 +128,8 @@ class Trainer:
             if self.config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.network)
         except torch.OutOfMemoryError as error:
             raise DeviceError(
                 f"out of memory on {self.device} at batch size {self.config.batch_size}; "
@@ -137,7 +144,7 @@ class Trainer:
         return value, count
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool) -> None:
-        score = evaluate_split(self.network, self.task, "valid", self.config.batch_size, self.device)
+        score = evaluate_split(self.evaluated, self.task, "valid", self.config.batch_size, self.device)
         improved = score < self.state.best_score
         if improved:
             self.state.best_score, self.state.best_epoch = score, self.state.epoch
@@ -155,11 +162,18 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.state.lr
 
+    @property
+    def evaluated(self) -> CausalNetwork:
+        """The network that is validated, checkpointed and sampled: the average if there is one."""
+        return self.averaged.module if self.averaged is not None else self.network  # type: ignore[return-value]
+
     def save(self, best: bool) -> None:
         """Write `last.pt` (and `best.pt`), atomically."""
+        extra = {"training_weights": self.network.state_dict()} if self.averaged is not None else {}
         self.run.save(
             {
-                "weights": self.network.state_dict(),
+                **extra,
+                "weights": self.evaluated.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "training": asdict(self.state),
                 "rng": capture_rng(),
@@ -213,3 +227,11 @@ def train_run(
                 f"(continue with `sequnet train --resume {run.name}`)"
             ) from None
     return run, state
+
+
+def _averaged(network: CausalNetwork, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    if not decay < 1:
+        raise SequnetError(f"train.ema must be below 1 (a decay such as 0.999), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )

@@ -63,7 +63,7 @@ def test_prefix_consistent(case: tuple[CausalNetwork, random.Random]) -> None:
 
 def test_receptive_field_exact_and_tight(case: tuple[CausalNetwork, random.Random]) -> None:
     net, _ = case
-    field, period = net.receptive_field, 1 << getattr(net, "levels")
+    field, period = net.receptive_field, 1 << net.levels
     length = field + 3 * period
     # Several inputs: a dead ReLU on one draw must not hide a dependency.
     inputs = [torch.randn(1, net.in_channels, length, dtype=torch.float64, requires_grad=True) for _ in range(3)]
@@ -159,3 +159,25 @@ def test_models_import_only_torch_numpy_and_stdlib() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_stream_in_another_dtype() -> None:
+    net = SeqUNet(2, 2, [3, 3, 3], kernel_size=3).eval()
+    x = torch.randn(1, 2, 20, dtype=torch.float64)
+    full = net.double()(x)
+    net.float()
+    stream = net.stream(1, dtype=torch.float64)
+    steps = torch.stack([stream.step(x[..., t]) for t in range(20)], dim=-1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("build", [random_sequnet, random_residual])
+def test_cuda_streams_equal_the_full_pass(build) -> None:  # type: ignore[no-untyped-def]
+    net = build(random.Random(3)).cuda().eval()
+    x = torch.randn(2, net.in_channels, 3 * net.receptive_field, device="cuda")
+    full = net(x)
+    stream = net.stream(2)
+    primed = stream.prime(x[..., :10])
+    rest = torch.stack([stream.step(x[..., t]) for t in range(10, x.shape[-1])], dim=-1)
+    torch.testing.assert_close(torch.cat([primed, rest], dim=-1), full, rtol=1e-4, atol=1e-5)
