@@ -76,6 +76,15 @@ class Signal:
         return piece
 
 
+def chain_starts(histories: list[int], first_output: int) -> list[int]:
+    """For a chain of layers with these look-backs: the first needed time of every layer's
+    input, and last of the outputs, when the outputs from `first_output` on are wanted."""
+    starts = [first_output]
+    for history in reversed(histories):
+        starts.append(max(starts[-1] - history, 0))  # zero history: nothing before 0
+    return starts[::-1]
+
+
 def _uniform_(tensor: Tensor, fan_in: int) -> None:
     # PyTorch's default Conv1d initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

@@ -21,7 +21,15 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from models.configs import TCNConfig
-from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, Stream, TapBuffer
+from models.core import (
+    CausalConv1d,
+    CausalNetwork,
+    Signal,
+    StepConv,
+    Stream,
+    TapBuffer,
+    chain_starts,
+)
 
 
 class TemporalBlock(nn.Module):
@@ -111,10 +119,7 @@ class TCN(CausalNetwork):
 
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every block's input (and, last, of the outputs) that is needed."""
-        starts = [first_output]
-        for block in reversed(self.blocks):
-            starts.append(max(starts[-1] - block.history, 0))  # zero history: nothing before 0
-        return starts[::-1]
+        return chain_starts([block.history for block in self.blocks], first_output)
 
     def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
         """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""

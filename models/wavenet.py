@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.configs import WaveNetConfig
-from models.core import CausalConv1d, CausalNetwork, Signal, StepConv, Stream, TapBuffer
+from models.core import (
+    CausalConv1d,
+    CausalNetwork,
+    Signal,
+    StepConv,
+    Stream,
+    TapBuffer,
+    chain_starts,
+)
 
 
 class GatedLayer(nn.Module):
@@ -108,10 +116,7 @@ class WaveNet(CausalNetwork):
 
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every layer's input (and, last, of the outputs) that is needed."""
-        starts = [first_output]
-        for layer in reversed(self.layers):
-            starts.append(max(starts[-1] - layer.history, 0))  # zero history: nothing before 0
-        return starts[::-1]
+        return chain_starts([layer.history for layer in self.layers], first_output)
 
     def forward(self, x: Tensor, outputs: int | None = None) -> Tensor:
         """x: `(B, in_channels, T)` -> `(B, out_channels, outputs or T)`, the last outputs."""

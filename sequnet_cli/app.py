@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from sequnet_cli import __version__
+from sequnet_cli.bench import bench_command
 from sequnet_cli.console import console, print_error
 from sequnet_cli.errors import ConfigError, SequnetError
 
@@ -178,6 +179,9 @@ def sample(
     )
     target = resolve_device(device)
     generate(ref, model, checkpoint, request, target)
+
+
+app.command("bench")(bench_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,10 +10,13 @@ Seq-U-Net computes fewer than 8·I activations whatever its depth, the baseline 
 What "memory" means depends on the device, and `BenchResult.memory_measure` says it in words:
 on CUDA it is `torch.cuda.max_memory_allocated` over the training steps (weights included, as
 in the paper's Table 1); on a CPU each training measurement runs in a fresh Python process, and
-the figure is that process's peak resident set size (`ru_maxrss`) minus its value after importing
-torch and building the model: gradients, Adam state, the batch, the activations, and whatever
-the allocator keeps. `activation_bytes` (tensors saved for the backward pass by one forward and
-loss, counted once per storage) is the same on every device and is the quantity §4 counts.
+the figure is that process's peak resident set size minus its resident size once torch is
+imported and the model built: gradients, Adam state, the batch, the activations, and whatever
+the allocator keeps. On Linux the peak is `VmHWM`, reset at that point through
+/proc/self/clear_refs, rather than `ru_maxrss`, which a child inherits from its parent's RSS at
+the fork (see `_peak_rss_bytes`). `activation_bytes` (tensors saved for the backward pass by one
+forward and loss, counted once per storage) is the same on every device and is the quantity §4
+counts.
 
 Measurements return dataclasses, `run_bench` gathers them into a `BenchResult`, `render_bench`
 draws it with Rich and `BenchResult.to_json` gives the `--json` document (schema in its
@@ -44,7 +47,7 @@ from torch import Tensor
 
 from models import CONFIGS, CausalNetwork, NetworkConfig, ResidualSeqUNet, SeqUNet, build_network
 from sequnet_cli.builders import resolve_device
-from sequnet_cli.config import ModelConfig, RunConfig, resolve
+from sequnet_cli.config import ModelConfig, RunConfig, TrainConfig, load_preset, resolve
 from sequnet_cli.console import console, error_console
 
 PITCHES, CLASSES = 88, 256
@@ -275,8 +278,28 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _reset_peak_rss() -> None:
+    """Lower this process's RSS high-water mark to its current RSS (Linux): without it, a
+    transient peak while importing would hide any smaller growth that follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass  # elsewhere the earlier peak stays; the growth then reads low, never high
+
+
 def _peak_rss_bytes() -> int:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in KiB on Linux
+    """The peak resident set size. On Linux `VmHWM`, which `_reset_peak_rss` resets: `ru_maxrss`
+    also counts the parent's RSS at the fork that started this process, so a large parent would
+    hide a small child's peak. Elsewhere `ru_maxrss` (KiB, or bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
@@ -304,6 +327,8 @@ def train_here(
     torch.manual_seed(0)
     network = build(spec.architecture, spec.network, spec.task).to(device).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=spec.lr)
+    if measure_rss:
+        _reset_peak_rss()
     baseline = _peak_rss_bytes()
     inputs = network.receptive_field - 1 + spec.targets
     x, target = _random_batch(spec.task, spec.batch_size, inputs, spec.targets, device)
@@ -367,12 +392,12 @@ def measure_training(
     (then the peak memory is not measured)."""
     if device.type == "cpu" and isolate:
         return train_in_fresh_process(spec)
-    with _cpu_threads(spec.threads, device):
+    with _cpu_threads(spec.threads):
         return train_here(spec, device)
 
 
 @contextmanager
-def _cpu_threads(count: int, device: torch.device) -> Iterator[None]:
+def _cpu_threads(count: int) -> Iterator[None]:
     """Run with `count` intra-op CPU threads (on CUDA they only drive the launches)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
@@ -431,7 +456,7 @@ def measure_generation(
     cycle = clock_cycle(network)
     chunk = max(cycle, 64)  # a multiple of the cycle, which is a power of two
     inputs = _random_steps(task, batch_size, 64, device)
-    with _cpu_threads(threads, device):
+    with _cpu_threads(threads):
         for t in range(chunk):
             stream.step(inputs[t % 64])
         _synchronize(device)
@@ -650,7 +675,8 @@ def memory_measure(device: torch.device, isolate: bool) -> str:
         return "not measured (no fresh process per measurement)"
     return (
         "peak RSS growth of a fresh process over its baseline after importing torch and building "
-        "the model (ru_maxrss: gradients, Adam state, batch, activations, allocator caches)"
+        "the model (Linux VmHWM, reset at the baseline, else ru_maxrss: gradients, Adam state, "
+        "batch, activations, allocator caches)"
     )
 
 
@@ -678,15 +704,18 @@ def _plan(
     quick: bool,
     sizes: BenchSizes | None,
 ) -> tuple[_Plan, RunConfig]:
-    ours = resolve(preset, "sequnet", [])
-    theirs = resolve(preset, vs or ("wavenet" if ours.task == "audio" else "tcn"), [])
+    file = load_preset(preset)
+    ours = resolve(file, "sequnet", [])
+    theirs = resolve(file, vs or ("wavenet" if ours.task == "audio" else "tcn"), [])
     target = resolve_device(device)
     sizes = sizes or bench_sizes(ours.task, quick)
     scaled = [
         dataclasses.replace(model, network=scale_widths(model.network, sizes.width_scale))
         for model in (ours.model, theirs.model)
     ]
-    batch = batch_size or sizes.batch_size or (2 if ours.task == "audio" else ours.train.batch_size)
+    # The preset's shared batch size, not a variant's override: both models get the same batch.
+    shared = int(file.train.get("batch_size", TrainConfig.batch_size))
+    batch = batch_size or sizes.batch_size or (2 if ours.task == "audio" else shared)
     targets = (sizes.targets or ours.data.excerpt_targets) if ours.task == "audio" else sizes.frames
     default = torch.get_num_threads()
     counts = {
@@ -935,7 +964,8 @@ def _context(result: BenchResult) -> Text:
         rates = paper.samples_per_second
         lines.append(
             f"paper ({paper.source}, GTX 1080): {paper.seconds_per_step[0]} vs "
-            f"{paper.seconds_per_step[1]} s per step, {paper.megabytes[0]} vs {paper.megabytes[1]} MB"
+            f"{paper.seconds_per_step[1]} s per step, "
+            f"{paper.megabytes[0]} vs {paper.megabytes[1]} MB"
             + (f", {rates[0]} vs {rates[1]} samples/s" if rates else "")
         )
     return Text("\n".join(lines), style="dim")
@@ -1044,14 +1074,16 @@ def bench_command(
         int | None,
         typer.Option(
             min=1,
-            help="Batch for training and batched generation (default: 2 for audio, as in Table 1; else the preset's).",
+            help="Batch for training and batched generation "
+            "(default: 2 for audio, as in Table 1; else the preset's).",
         ),
     ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
             min=1,
-            help="CPU threads for every measurement (default: all for training, 1 for batch-1 generation).",
+            help="CPU threads for every measurement "
+            "(default: all for training, 1 for batch-1 generation).",
         ),
     ] = None,
     json_output: Annotated[
@@ -1064,7 +1096,7 @@ def bench_command(
         bool, typer.Option("--sweep/--no-sweep", help="Also measure cost against depth.")
     ] = True,
 ) -> None:
-    """Benchmark a preset's Seq-U-Net against its baseline: training time and memory, generation speed."""
+    """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed."""
     with error_console.status("benchmarking") as status:
         result = run_bench(
             preset,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Self
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -19,6 +20,12 @@ def print_error(message: str) -> None:
 def print_warning(message: str) -> None:
     """Print a non-fatal problem (a skipped file, a fallback) on stderr."""
     error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def _progress() -> Progress:
+    """A transient progress bar with a free-text statistics column."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, TextColumn("{task.fields[stats]}"), console=console, transient=True)
 
 
 class TrainingDisplay:

@@ -13,19 +13,20 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from models import CausalNetwork
+from models import CausalNetwork, Stream
 from sequnet_cli.data.audio import SILENCE_CODE
+from sequnet_cli.errors import ConfigError
 
 Progress = Callable[[int], None]  # called with the number of new elements
 
 
-def _check_temperature(temperature: float) -> None:
+def _start(network: CausalNetwork, count: int, temperature: float, seed: int) -> tuple[torch.device, torch.Generator, Stream]:
+    """The device, a seeded generator and a fresh stream of `count` sequences."""
     if not temperature > 0:
-        from sequnet_cli.errors import ConfigError
-
         raise ConfigError(f"--temperature must be above 0, got {temperature}")
+    device = next(network.parameters()).device
+    return device, torch.Generator(device=device).manual_seed(seed), network.stream(count)
 
 
 def sample_piano_roll(
@@ -41,10 +42,7 @@ def sample_piano_roll(
 
     With a `primer: (P, 88)`, generation continues it (the primer itself is not returned).
     """
-    _check_temperature(temperature)
-    device = next(network.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    stream = network.stream(count)
+    device, generator, stream = _start(network, count, temperature, seed)
     if primer is not None and len(primer) > 0:
         context = torch.from_numpy(np.asarray(primer, dtype=np.float32).T).to(device)  # (88, P)
         logits = stream.prime(context.expand(count, -1, -1).contiguous())[..., -1]  # (count, 88)
@@ -75,17 +73,14 @@ def sample_audio(
 
     With a `primer` (mu-law codes), its last receptive-field samples prime the stream.
     """
-    _check_temperature(temperature)
-    device = next(network.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    stream = network.stream(count)
+    device, generator, stream = _start(network, count, temperature, seed)
     classes = network.in_channels
     if primer is not None and len(primer) > 0:
         context = torch.from_numpy(np.asarray(primer[-network.receptive_field :], dtype=np.int64)).to(device)
         one_hot = F.one_hot(context, classes).T.float()  # (256, P)
         logits = stream.prime(one_hot.expand(count, -1, -1).contiguous())[..., -1]  # (count, 256)
     else:
-        logits = stream.step(_one_hot(torch.full((count,), SILENCE_CODE, device=device), classes))
+        logits = stream.step(F.one_hot(torch.full((count,), SILENCE_CODE, device=device), classes).float())
     out = torch.zeros(count, samples, dtype=torch.uint8, device=device)
     one_hot = torch.zeros(count, classes, device=device)  # the next input, reused every step
     uniform = torch.empty(count, 1, device=device)
@@ -101,7 +96,3 @@ def sample_audio(
         if progress is not None and ((t + 1) % chunk == 0 or t + 1 == samples):
             progress((t % chunk) + 1)
     return out.cpu().numpy()
-
-
-def _one_hot(codes: Tensor, classes: int) -> Tensor:
-    return F.one_hot(codes, classes).float()  # (B, classes)

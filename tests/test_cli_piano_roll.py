@@ -189,3 +189,26 @@ def test_cuda_without_gpu(capsys: pytest.CaptureFixture[str], midi_folder: Path)
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert_one_error_line(run(capsys, "train", "jsb", "--data", str(midi_folder), "--device", "cuda"), "cuda")
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(capsys: pytest.CaptureFixture[str], midi_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sequnet_cli.checkpoints import find_run
+    from sequnet_cli.training import Trainer
+
+    real_step, calls = Trainer._step, []
+
+    def interrupted(self: Trainer, batch: object) -> tuple[float, int]:
+        calls.append(1)
+        if len(calls) == 3:  # the first epoch (two batches) is done and checkpointed
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", interrupted)
+    result = run(capsys, "train", "jsb", "--data", str(midi_folder), "--epochs", "5", *TINY)
+    assert_one_error_line(result, "interrupted", "--resume")
+    state = find_run("jsb").load_state("last")
+    assert state["training"]["epoch"] == 1 and state["training"]["step"] == 2
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    resumed = run(capsys, "train", "--resume", "jsb")
+    assert resumed.code == 0, resumed.err
+    assert find_run("jsb").load_state("last")["training"]["epoch"] == 5

@@ -1,0 +1,197 @@
+"""`sequnet bench`: output structure and JSON schema on tiny sizes, and the measurement helpers.
+
+Nothing here checks a timing: the machine running the tests may be loaded or slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner, Result
+
+from models import ResidualSeqUNet, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet
+from sequnet_cli import bench
+from sequnet_cli.bench import BenchSizes, TrainingSpec, bench_command
+from sequnet_cli.config import resolve
+from sequnet_cli.errors import ConfigError, DeviceError
+
+TINY = BenchSizes(
+    warmup_steps=1,
+    train_steps=1,
+    generation_seconds=0.0,
+    width_scale=0.02,
+    targets=8,
+    frames=8,
+    sweep_levels=(2, 3),
+    sweep_width=4,
+    sweep_targets=8,
+    isolate=False,  # the fresh-process memory measurement has its own test
+)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "bench_sizes", lambda task, quick: TINY)
+
+
+def _invoke(*args: str) -> Result:
+    app = typer.Typer()
+    app.callback()(lambda: None)  # keeps `bench` a subcommand, as in the real app
+    app.command("bench")(bench_command)
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+@pytest.mark.usefixtures("tiny")
+def test_json_document_follows_the_schema() -> None:
+    result = _invoke("--preset", "piano-small", "--quick", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) == {
+        "schema", "device", "device_name", "torch", "threads", "preset", "task", "quick", "unit",
+        "sample_rate", "memory_measure", "models", "training", "generation", "paper", "sweep",
+    }  # fmt: skip
+    assert (document["device"], document["preset"], document["unit"]) == (
+        "cpu",
+        "piano-small",
+        "samples",
+    )
+    assert set(document["threads"]) == {"training", "generation_batch_1", "generation_batch"}
+    assert document["threads"]["generation_batch_1"] == 1
+    models = document["models"]
+    assert (models["sequnet"]["architecture"], models["baseline"]["architecture"]) == (
+        "residual-sequnet",
+        "wavenet",
+    )
+    training = document["training"]
+    assert training["batch_size"] == 2  # audio default: the paper's Table 1 batch
+    for side in ("sequnet", "baseline"):
+        measured = training[side]
+        assert measured["targets"] == TINY.targets and measured["steps"] == TINY.train_steps
+        assert measured["inputs"] == models[side]["receptive_field"] - 1 + TINY.targets
+        assert measured["peak_memory_bytes"] is None and measured["activation_bytes"] > 0
+    assert set(training["ratios"]) == {"time", "memory", "activations"}
+    runs = document["generation"]["runs"]
+    assert [run["batch_size"] for run in runs] == [1, 2]
+    assert runs[0]["sequnet"]["cycle"] == 2 ** (models["sequnet"]["network"]["levels"] - 1)
+    for run in runs:
+        assert run["sequnet"]["steps"] % run["sequnet"]["cycle"] == 0
+        assert run["baseline"]["realtime"] == pytest.approx(
+            run["baseline"]["samples_per_second"] / 16000
+        )
+    assert document["paper"] is None
+    assert [point["levels"] for point in document["sweep"]] == [2, 3]
+    assert document["sweep"][0]["sequnet"]["network"]["channels"] == TINY.sweep_width
+
+
+@pytest.mark.usefixtures("tiny")
+def test_table_shows_both_models_the_paper_and_the_sweep() -> None:
+    result = _invoke(
+        "--preset", "jsb", "--quick", "--device", "cpu", "--batch-size", "3", "--threads", "1"
+    )
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "training batch 3 with 8 targets" in text
+    for expected in (
+        "Seq-U-Net",
+        "tcn",
+        "training step",
+        "peak memory",
+        "batch 3, 1 thread",
+        "frames/s",
+    ):
+        assert expected in text
+    assert "0.92x" in text and "1.60x" in text  # Table 1, JSB: 0.0034 / 0.0037 s, 13.1 / 8.2 MB
+    assert "torch " + torch.__version__ in text
+    assert "cost against depth" in text and "L=2" in text and "L=3" in text and "█" in text
+
+
+@pytest.mark.usefixtures("tiny")
+def test_no_sweep_leaves_the_sweep_out() -> None:
+    result = _invoke("--preset", "jsb", "--quick", "--device", "cpu", "--no-sweep", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["sweep"] == []
+    assert document["training"]["batch_size"] == 16  # jsb's shared [train] batch, for both models
+
+
+def test_unknown_preset_or_model_is_a_config_error() -> None:
+    assert isinstance(_invoke("--preset", "no-such-preset").exception, ConfigError)
+    assert isinstance(_invoke("--preset", "jsb", "--vs", "wavenet").exception, ConfigError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_device_error() -> None:
+    assert isinstance(_invoke("--preset", "jsb", "--device", "cuda").exception, DeviceError)
+
+
+def test_fresh_process_reports_positive_peak_memory() -> None:
+    spec = TrainingSpec("tcn", TCNConfig((16, 16)), "piano-roll", 4, 2000, 1, 2, 1e-3, 1)
+    measured = bench.measure_training(spec, CPU, isolate=True)
+    assert measured.peak_memory_bytes is not None and measured.peak_memory_bytes > 0
+    assert measured.steps == 2 and measured.seconds_per_step > 0
+    assert measured.inputs == bench.receptive_field("tcn", spec.network) - 1 + 2000
+    assert bench.measure_training(spec, CPU, isolate=False).peak_memory_bytes is None
+
+
+def test_saved_activations_count_the_input_but_no_parameter() -> None:
+    network = bench.build("sequnet", SeqUNetConfig((8, 8, 8)), "piano-roll")
+    x, target = torch.zeros(2, 88, 40), torch.zeros(2, 88, 10)
+    saved = bench.saved_activation_bytes(network, x, target, "piano-roll")
+    parameters = sum(p.numel() * p.element_size() for p in network.parameters())
+    assert saved >= x.numel() * x.element_size() and saved > 0
+    assert saved != parameters  # not simply the weights
+
+
+@pytest.mark.parametrize(
+    ("network", "cycle"),
+    [
+        (SeqUNet(88, 88, [4, 4, 4, 4]), 8),
+        (ResidualSeqUNet(256, 256, 4, levels=9, depth=1), 256),
+        (WaveNet(256, 256, 4, 4, 4, layers=3, stacks=1), 1),
+    ],
+)
+def test_generation_times_whole_clock_cycles(network: torch.nn.Module, cycle: int) -> None:
+    task = "piano-roll" if network.in_channels == 88 else "audio"
+    measured = bench.measure_generation(network, task, 3, CPU, min_seconds=0.0, threads=1)
+    assert measured.cycle == cycle
+    assert measured.steps == max(cycle, 64)  # one chunk: a whole number of cycles
+    assert measured.samples_per_second == pytest.approx(3 * measured.steps / measured.seconds)
+    assert not network.training
+
+
+@pytest.mark.parametrize("preset", ["piano", "jsb"])
+def test_sweep_baseline_matches_the_receptive_field(preset: str) -> None:
+    ours, theirs = (
+        resolve(preset, name, []).model
+        for name in ("sequnet", "wavenet" if preset == "piano" else "tcn")
+    )
+    for levels in range(2, 12):
+        sequnet, baseline = bench.sweep_pair(ours, theirs, levels, 6)
+        fields = (
+            bench.receptive_field(m.architecture, c)
+            for m, c in ((ours, sequnet), (theirs, baseline))
+        )
+        assert abs(math.log(next(fields) / next(fields))) <= math.log(1.5)
+        assert bench._network_width(theirs.architecture, baseline) == 6
+
+
+def test_quick_scales_every_width() -> None:
+    wavenet = resolve("piano", "wavenet", []).model.network
+    scaled = bench.scale_widths(wavenet, bench.bench_sizes("audio", quick=True).width_scale)
+    assert (scaled.residual_channels, scaled.dilation_channels, scaled.skip_channels) == (
+        32,
+        32,
+        128,
+    )
+    assert scaled.layers == wavenet.layers and scaled.stacks == wavenet.stacks
+
+
+def test_bar_is_proportional() -> None:
+    assert bench.bar(1.0, 1.0, width=10) == "█" * 10
+    assert bench.bar(0.5, 1.0, width=10) == "█" * 5
+    assert bench.bar(0.0, 1.0, width=10) == ""
