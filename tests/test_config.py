@@ -97,7 +97,7 @@ def test_audio_presets() -> None:
     small = resolve("piano-small", "wavenet", [])
     assert small.model.architecture == "wavenet"
     assert (small.train.batch_size, small.data.excerpt_targets, small.data.sample_rate) == (
-        8,
+        4,
         2000,
         16000,
     )
