@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -299,6 +298,8 @@ def _peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
     except OSError:
         pass
+    import resource  # POSIX only; imported here so the app still starts elsewhere
+
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 

@@ -75,8 +75,8 @@ def test_paper_table_3_settings(
     config = resolve(preset, model, [])
     assert config.model.network == network
     assert (config.train.lr, config.train.clip) == (lr, clip)
-    # JSB's Seq-U-Net trains one piece per step, as the authors' code does (see jsb.toml).
-    batch = 1 if (preset, model) == ("jsb", "sequnet") else 16
+    # JSB trains one piece per step, as the authors' code does (see jsb.toml).
+    batch = 1 if preset == "jsb" else 16
     assert (config.train.batch_size, config.train.epochs, config.train.patience) == (batch, 100, 10)
     assert config.task == "piano-roll"
 
