@@ -36,40 +36,67 @@ def _show_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """sequnet: causal U-Nets for music generation (Stoller et al., IJCAI 2020)."""
 
 
-PresetArgument = Annotated[str, typer.Argument(help="A preset name (see `sequnet presets`) or a preset TOML file.")]
-ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model variant of the preset, e.g. sequnet, tcn, wavenet.")]
-SetOption = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a setting, e.g. --set train.lr=1e-3 (repeatable).")
+PresetArgument = Annotated[
+    str, typer.Argument(help="A preset name (see `sequnet presets`) or a preset TOML file.")
 ]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: $SEQUNET_DEVICE or auto).")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model variant of the preset, e.g. sequnet, tcn, wavenet."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a setting, e.g. --set train.lr=1e-3 (repeatable)."),
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option("--device", help="auto, cpu or cuda (default: $SEQUNET_DEVICE or auto)."),
+]
 DataOption = Annotated[
-    Path | None, typer.Option("--data", help="Your own data: a folder of MIDI or audio files (or a .mat/.pickle).")
+    Path | None,
+    typer.Option(
+        "--data", help="Your own data: a folder of MIDI or audio files (or a .mat/.pickle)."
+    ),
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Folder holding benchmark files (e.g. JSB_Chorales.mat); also $SEQUNET_DATA_DIR."),
+    typer.Option(
+        "--data-dir",
+        help="Folder holding benchmark files (e.g. JSB_Chorales.mat); also $SEQUNET_DATA_DIR.",
+    ),
 ]
 
 
 @app.command()
 def train(
-    preset: Annotated[str | None, typer.Argument(help="A preset name or TOML file (not needed with --resume).")] = None,
+    preset: Annotated[
+        str | None, typer.Argument(help="A preset name or TOML file (not needed with --resume).")
+    ] = None,
     model: ModelOption = None,
     set_: SetOption = None,
-    epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs (default: the preset's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs (default: the preset's).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes of training.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same result on a CPU).")] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes of training.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (same seed, same result on a CPU).")
+    ] = None,
     device: DeviceOption = None,
     data: DataOption = None,
     data_dir: DataDirOption = None,
-    resume: Annotated[str | None, typer.Option(help="Continue a stopped run (its name, folder, or preset).")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue a stopped run (its name, folder, or preset).")
+    ] = None,
 ) -> None:
     """Train a model of a preset; the best checkpoint is kept in the run folder."""
     from sequnet_cli import checkpoints, training
@@ -84,7 +111,9 @@ def train(
         overrides.append(f"data.dataset={data.expanduser().resolve()}")
     if resume is not None:
         run = checkpoints.find_run(resume, model)
-        config = configs.apply_overrides(run.config, [o for o in overrides if not o.startswith("train.seed")])
+        config = configs.apply_overrides(
+            run.config, [o for o in overrides if not o.startswith("train.seed")]
+        )
         run.config = config
     elif preset is None:
         raise ConfigError("name a preset to train (see `sequnet presets`), or --resume a run")
@@ -118,9 +147,14 @@ def presets() -> None:
 
 
 RunArgument = Annotated[
-    str, typer.Argument(help="A preset (its newest run), a run name or folder, or a .pt checkpoint file.")
+    str,
+    typer.Argument(
+        help="A preset (its newest run), a run name or folder, or a .pt checkpoint file."
+    ),
 ]
-WhichOption = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
+WhichOption = Annotated[
+    str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")
+]
 
 
 @app.command()
@@ -129,7 +163,9 @@ def evaluate(
     model: ModelOption = None,
     checkpoint: WhichOption = "best",
     split: Annotated[list[str] | None, typer.Option(help="Splits to score (default: all).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
     device: DeviceOption = None,
     data: DataOption = None,
     data_dir: DataDirOption = None,
@@ -154,19 +190,38 @@ def sample(
     ref: RunArgument,
     model: ModelOption = None,
     checkpoint: WhichOption = "best",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file, or a folder for several.")] = None,
-    count: Annotated[int, typer.Option("-n", "--count", help="How many outputs, generated as one batch.")] = 1,
-    steps: Annotated[int | None, typer.Option(help="Length in frames (piano roll) or samples (audio).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file, or a folder for several.")
+    ] = None,
+    count: Annotated[
+        int, typer.Option("-n", "--count", help="How many outputs, generated as one batch.")
+    ] = 1,
+    steps: Annotated[
+        int | None, typer.Option(help="Length in frames (piano roll) or samples (audio).")
+    ] = None,
     seconds: Annotated[float | None, typer.Option(help="Length in seconds.")] = None,
-    temperature: Annotated[float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same output.")] = 0,
-    primer: Annotated[Path | None, typer.Option(help="Continue this MIDI (piano roll) or audio file.")] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")
+    ] = 1.0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives the same output.")
+    ] = 0,
+    primer: Annotated[
+        Path | None, typer.Option(help="Continue this MIDI (piano roll) or audio file.")
+    ] = None,
     no_primer_in_output: Annotated[
-        bool, typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer.")
+        bool,
+        typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer."),
     ] = False,
-    tempo: Annotated[float, typer.Option(help="Piano roll: tempo of the written MIDI in beats per minute.")] = 120.0,
-    program: Annotated[int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")] = 0,
-    play: Annotated[bool, typer.Option("--play", help="Audio: play the result (the file is written first).")] = False,
+    tempo: Annotated[
+        float, typer.Option(help="Piano roll: tempo of the written MIDI in beats per minute.")
+    ] = 120.0,
+    program: Annotated[
+        int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")
+    ] = 0,
+    play: Annotated[
+        bool, typer.Option("--play", help="Audio: play the result (the file is written first).")
+    ] = False,
     device: DeviceOption = None,
 ) -> None:
     """Generate music with a trained model through its stream; writes MIDI or WAV."""
@@ -174,8 +229,17 @@ def sample(
     from sequnet_cli.generate import SampleRequest, generate
 
     request = SampleRequest(
-        out=out, count=count, steps=steps, seconds=seconds, temperature=temperature, seed=seed, primer=primer,
-        keep_primer=not no_primer_in_output, tempo=tempo, program=program, play=play,
+        out=out,
+        count=count,
+        steps=steps,
+        seconds=seconds,
+        temperature=temperature,
+        seed=seed,
+        primer=primer,
+        keep_primer=not no_primer_in_output,
+        tempo=tempo,
+        program=program,
+        play=play,
     )
     target = resolve_device(device)
     generate(ref, model, checkpoint, request, target)

@@ -25,7 +25,9 @@ def resolve_device(name: str | None) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise DeviceError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(name)
 
 
@@ -35,12 +37,20 @@ def network_for(config: RunConfig, task_kind: str | None = None) -> CausalNetwor
     return build_network(config.model.architecture, width, width, config.model.network)
 
 
-def build_task(config: RunConfig, network: CausalNetwork, data: Path | None = None, data_dir: Path | None = None) -> Task:
+def build_task(
+    config: RunConfig,
+    network: CausalNetwork,
+    data: Path | None = None,
+    data_dir: Path | None = None,
+) -> Task:
     """Load the run's data. `data` replaces the preset's dataset (a folder or file of the user's)."""
     dataset = str(data) if data is not None else config.data.dataset
     if config.task == "piano-roll":
         splits = load_piano_rolls(dataset, data_dir, config.data)
-        return PianoRollTask({"train": splits.train, "valid": splits.valid, "test": splits.test}, splits.frame_seconds)
+        return PianoRollTask(
+            {"train": splits.train, "valid": splits.valid, "test": splits.test},
+            splits.frame_seconds,
+        )
     if config.task == "audio":
         folder = Path(dataset).expanduser()
         if not folder.is_dir():
@@ -50,5 +60,11 @@ def build_task(config: RunConfig, network: CausalNetwork, data: Path | None = No
             )
         corpus = AudioCorpus.open(folder, config.data.sample_rate, config.data.test_fraction)
         steps = config.train.eval_every or 500
-        return AudioTask(corpus, config.data.excerpt_targets, network.receptive_field, config.train.eval_batches, steps)
+        return AudioTask(
+            corpus,
+            config.data.excerpt_targets,
+            network.receptive_field,
+            config.train.eval_batches,
+            steps,
+        )
     raise ConfigError(f"unknown task '{config.task}'; use piano-roll or audio")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from models.configs import CONFIGS, NetworkConfig
 from sequnet_cli.errors import CheckpointError, ConfigError

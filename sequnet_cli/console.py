@@ -24,7 +24,12 @@ def print_warning(message: str) -> None:
 
 def _progress() -> Progress:
     """A transient progress bar with a free-text statistics column."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     return Progress(*columns, TextColumn("{task.fields[stats]}"), console=console, transient=True)
 
 
@@ -37,24 +42,8 @@ class TrainingDisplay:
     """
 
     def __init__(self, unit: str, metric: str, title: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         self.unit, self.metric, self.title = unit, metric, title
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=console,
-            transient=True,
-        )
+        self.progress = _progress()
         self.task_id: object = None
         self.loss_total, self.loss_batches, self.items, self.started = 0.0, 0, 0, 0.0
         self.epoch = 0
@@ -74,7 +63,9 @@ class TrainingDisplay:
         self.started = time.monotonic()
         if self.task_id is not None:
             self.progress.remove_task(self.task_id)  # type: ignore[arg-type]
-        self.task_id = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches, completed=done, stats="")
+        self.task_id = self.progress.add_task(
+            f"epoch {epoch}/{epochs}", total=batches, completed=done, stats=""
+        )
 
     def advance(self, loss: float, items: int, lr: float) -> None:
         import time
@@ -106,12 +97,20 @@ def print_runs(runs: list, folder: object) -> None:
 
     table = Table(title=f"runs in {folder}")
     for column in ("run", "preset", "model", "epochs", "steps", "best", "created", "size"):
-        table.add_column(column, justify="right" if column in ("epochs", "steps", "best", "size") else "left")
+        table.add_column(
+            column, justify="right" if column in ("epochs", "steps", "best", "size") else "left"
+        )
     for run in runs:
         best = f"{run.best_score:.4f} {run.metric}" if run.best_score is not None else "-"
         table.add_row(
-            run.name, run.preset, run.model, str(run.epochs), str(run.steps), best,
-            run.created.strftime("%Y-%m-%d %H:%M"), f"{run.size_bytes / 2**20:.1f} MiB",
+            run.name,
+            run.preset,
+            run.model,
+            str(run.epochs),
+            str(run.steps),
+            best,
+            run.created.strftime("%Y-%m-%d %H:%M"),
+            f"{run.size_bytes / 2**20:.1f} MiB",
         )
     if not runs:
         console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
@@ -135,24 +134,9 @@ class GenerationDisplay:
     """Live progress of generation: elements per second and, for audio, times real time."""
 
     def __init__(self, total: int, unit: str, sample_rate: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
 
         self.unit, self.sample_rate, self.done = unit, sample_rate, 0
-        self.progress = Progress(
-            TextColumn("[bold]generating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=console,
-            transient=True,
-        )
+        self.progress = _progress()
         self.task_id = self.progress.add_task("generating", total=total, stats="")
         self.started = 0.0
 
@@ -187,12 +171,18 @@ def print_scores(trained: object, scores: dict[str, float], as_json: bool) -> No
     metric = "NLL (nats/frame)" if config.task == "piano-roll" else "bits per audio sample"
     if as_json:
         document = {
-            "preset": config.preset, "model": config.model.name, "architecture": config.model.architecture,
-            "checkpoint": str(trained.source), "metric": metric, "scores": scores,  # type: ignore[attr-defined]
+            "preset": config.preset,
+            "model": config.model.name,
+            "architecture": config.model.architecture,
+            "checkpoint": str(trained.source),
+            "metric": metric,
+            "scores": scores,  # type: ignore[attr-defined]
         }
         console.print_json(json.dumps(document))
         return
-    table = Table(title=f"{config.preset} / {config.model.name}: {metric}", caption=str(trained.source))  # type: ignore[attr-defined]
+    table = Table(
+        title=f"{config.preset} / {config.model.name}: {metric}", caption=str(trained.source)
+    )  # type: ignore[attr-defined]
     table.add_column("split")
     table.add_column(metric, justify="right")
     for split, score in scores.items():

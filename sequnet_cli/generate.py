@@ -39,11 +39,18 @@ class SampleRequest:
     play: bool = False
 
 
-def generate(ref: str, model: str | None, which: str, request: SampleRequest, device: torch.device) -> list[Path]:
+def generate(
+    ref: str, model: str | None, which: str, request: SampleRequest, device: torch.device
+) -> list[Path]:
     """Generate `request.count` outputs from the model `ref`; returns the files written."""
     if request.count < 1:
         raise ConfigError(f"-n must be at least 1, got {request.count}")
-    if request.steps is not None and request.steps < 1 or request.seconds is not None and request.seconds <= 0:
+    if (
+        request.steps is not None
+        and request.steps < 1
+        or request.seconds is not None
+        and request.seconds <= 0
+    ):
         raise ConfigError("the length (--steps or --seconds) must be positive")
     trained = load_trained(ref, model, which, device)
     if trained.config.task == "piano-roll":
@@ -80,20 +87,34 @@ def _piano_roll(trained: Trained, request: SampleRequest) -> list[Path]:
     from sequnet_cli.sampling import sample_piano_roll
 
     frame = _frame_seconds(trained, request.tempo)
-    frames = request.steps or (round(request.seconds / frame) if request.seconds else DEFAULT_FRAMES)
+    frames = request.steps or (
+        round(request.seconds / frame) if request.seconds else DEFAULT_FRAMES
+    )
     primer = None
     if request.primer is not None:
         primer = midi_to_roll(read_midi(request.primer), trained.config.data.frames_per_beat, frame)
     with GenerationDisplay(frames, "frames", None) as display:
         rolls = sample_piano_roll(
-            trained.network, frames, request.count, request.temperature, request.seed, primer, display.advance
+            trained.network,
+            frames,
+            request.count,
+            request.temperature,
+            request.seed,
+            primer,
+            display.advance,
         )
     paths = output_paths(request.out, request.count, f"{trained.config.preset}-sample", ".mid")
     for roll, path in zip(rolls, paths):
-        full = np.concatenate([primer, roll]) if primer is not None and request.keep_primer else roll
+        full = (
+            np.concatenate([primer, roll]) if primer is not None and request.keep_primer else roll
+        )
         write_midi(roll_to_midi(full, frame, program=request.program, tempo=request.tempo), path)
-        notes = int(np.count_nonzero(np.diff(np.pad(full.astype(np.int8), ((1, 0), (0, 0))), axis=0) == 1))
-        console.print(f"wrote {path} ({len(full)} frames, {len(full) * frame:.1f} s, {notes} notes)")
+        notes = int(
+            np.count_nonzero(np.diff(np.pad(full.astype(np.int8), ((1, 0), (0, 0))), axis=0) == 1)
+        )
+        console.print(
+            f"wrote {path} ({len(full)} frames, {len(full) * frame:.1f} s, {notes} notes)"
+        )
     return paths
 
 
@@ -110,7 +131,13 @@ def _audio(trained: Trained, request: SampleRequest) -> list[Path]:
     started = time.monotonic()
     with GenerationDisplay(samples, "samples", rate) as display:
         codes = sample_audio(
-            trained.network, samples, request.count, request.temperature, request.seed, primer, display.advance
+            trained.network,
+            samples,
+            request.count,
+            request.temperature,
+            request.seed,
+            primer,
+            display.advance,
         )
     elapsed = time.monotonic() - started
     paths = output_paths(request.out, request.count, f"{trained.config.preset}-sample", ".wav")
@@ -124,8 +151,10 @@ def _audio(trained: Trained, request: SampleRequest) -> list[Path]:
             f"wrote {path} ({len(waveform) / rate:.2f} s at {rate} Hz; rms {stats['rms']:.3f}, "
             f"peak {stats['peak']:.3f}, spectral centroid {stats['spectral_centroid_hz']:.0f} Hz)"
         )
-    console.print(f"generated {samples * request.count:,} samples in {elapsed:.1f} s "
-                  f"({samples * request.count / max(elapsed, 1e-9):,.0f} samples/s)")
+    console.print(
+        f"generated {samples * request.count:,} samples in {elapsed:.1f} s "
+        f"({samples * request.count / max(elapsed, 1e-9):,.0f} samples/s)"
+    )
     if request.play:
         for waveform, path in zip(audio, paths):
             try:

@@ -46,7 +46,9 @@ def load_trained(ref: str, model: str | None, which: str, device: torch.device) 
     try:
         network.load_state_dict(state["weights"])
     except (KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{source} does not hold weights for {config.model.architecture}: {error}") from error
+        raise CheckpointError(
+            f"{source} does not hold weights for {config.model.architecture}: {error}"
+        ) from error
     return Trained(config, network.to(device).eval(), dict(state.get("training", {})), source)
 
 

@@ -21,7 +21,9 @@ from sequnet_cli.errors import ConfigError
 Progress = Callable[[int], None]  # called with the number of new elements
 
 
-def _start(network: CausalNetwork, count: int, temperature: float, seed: int) -> tuple[torch.device, torch.Generator, Stream]:
+def _start(
+    network: CausalNetwork, count: int, temperature: float, seed: int
+) -> tuple[torch.device, torch.Generator, Stream]:
     """The device, a seeded generator and a fresh stream of `count` sequences."""
     if not temperature > 0:
         raise ConfigError(f"--temperature must be above 0, got {temperature}")
@@ -47,7 +49,9 @@ def sample_piano_roll(
         context = torch.from_numpy(np.asarray(primer, dtype=np.float32).T).to(device)  # (88, P)
         logits = stream.prime(context.expand(count, -1, -1).contiguous())[..., -1]  # (count, 88)
     else:
-        logits = stream.step(torch.zeros(count, network.in_channels, device=device))  # silence at t = 0
+        logits = stream.step(
+            torch.zeros(count, network.in_channels, device=device)
+        )  # silence at t = 0
     out = torch.zeros(count, frames, network.in_channels, dtype=torch.bool, device=device)
     for t in range(frames):
         probabilities = torch.sigmoid(logits / temperature)
@@ -76,11 +80,15 @@ def sample_audio(
     device, generator, stream = _start(network, count, temperature, seed)
     classes = network.in_channels
     if primer is not None and len(primer) > 0:
-        context = torch.from_numpy(np.asarray(primer[-network.receptive_field :], dtype=np.int64)).to(device)
+        context = torch.from_numpy(
+            np.asarray(primer[-network.receptive_field :], dtype=np.int64)
+        ).to(device)
         one_hot = F.one_hot(context, classes).T.float()  # (256, P)
         logits = stream.prime(one_hot.expand(count, -1, -1).contiguous())[..., -1]  # (count, 256)
     else:
-        logits = stream.step(F.one_hot(torch.full((count,), SILENCE_CODE, device=device), classes).float())
+        logits = stream.step(
+            F.one_hot(torch.full((count,), SILENCE_CODE, device=device), classes).float()
+        )
     out = torch.zeros(count, samples, dtype=torch.uint8, device=device)
     one_hot = torch.zeros(count, classes, device=device)  # the next input, reused every step
     uniform = torch.empty(count, 1, device=device)
@@ -88,7 +96,9 @@ def sample_audio(
     for t in range(samples):
         # Inverse-CDF draw: one uniform number per sequence (much cheaper than multinomial).
         cumulative = torch.softmax(logits / temperature, dim=-1).cumsum_(dim=-1)  # (count, 256)
-        codes = torch.searchsorted(cumulative, uniform.uniform_(generator=generator) * cumulative[:, -1:])
+        codes = torch.searchsorted(
+            cumulative, uniform.uniform_(generator=generator) * cumulative[:, -1:]
+        )
         codes = codes.clamp_(max=classes - 1)  # (count, 1)
         out[:, t] = codes[:, 0]
         if t + 1 < samples:

@@ -58,10 +58,14 @@ class PianoRollTask:
     def __init__(self, splits: dict[str, list[np.ndarray]], frame_seconds: float = 0.25) -> None:
         self.splits = {name: [p for p in pieces if len(p) >= 2] for name, pieces in splits.items()}
         if not self.splits.get("train"):
-            raise DataError("the training split has no piece with two or more frames; nothing to learn")
+            raise DataError(
+                "the training split has no piece with two or more frames; nothing to learn"
+            )
         self.frame_seconds = frame_seconds
 
-    def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
         """One pass over a split: shuffled with `generator`, else sorted by length (less padding)."""
         pieces = self.splits.get(split, [])
         if generator is not None:
@@ -85,7 +89,9 @@ class PianoRollTask:
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed negative log-likelihood (nats) of the batch's predicted frames."""
         logits = network(batch.x)  # (B, 88, T - 1)
-        bce = F.binary_cross_entropy_with_logits(logits, batch.target, reduction="none").sum(1)  # (B, T - 1)
+        bce = F.binary_cross_entropy_with_logits(logits, batch.target, reduction="none").sum(
+            1
+        )  # (B, T - 1)
         return (bce * batch.mask).sum()
 
     def epoch_batches(self, batch_size: int) -> int:
@@ -111,11 +117,18 @@ class AudioTask:
     unit = "samples"
 
     def __init__(
-        self, corpus: AudioCorpus, targets: int, receptive_field: int, eval_batches: int, steps_per_epoch: int
+        self,
+        corpus: AudioCorpus,
+        targets: int,
+        receptive_field: int,
+        eval_batches: int,
+        steps_per_epoch: int,
     ) -> None:
         self.corpus = corpus
         self.targets = targets
-        self.length = receptive_field + targets  # R - 1 context and N targets as inputs, then the last target
+        self.length = (
+            receptive_field + targets
+        )  # R - 1 context and N targets as inputs, then the last target
         self.eval_batches = eval_batches
         self.steps_per_epoch = steps_per_epoch
         self.sample_rate = corpus.sample_rate
@@ -131,7 +144,9 @@ class AudioTask:
         logits = network(batch.x, outputs=self.targets)  # (B, 256, N)
         return F.cross_entropy(logits, batch.target, reduction="sum")
 
-    def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
         """Random excerpts for training (with `generator`), or the fixed, seeded excerpts."""
         data = self.corpus.train if split == "train" else self.corpus.test
         if generator is not None:

@@ -107,7 +107,9 @@ class Trainer:
         """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
         generator = self._epoch_generator()
         self.network.train()
-        for index, batch in enumerate(self.task.batches("train", self.config.batch_size, generator)):
+        for index, batch in enumerate(
+            self.task.batches("train", self.config.batch_size, generator)
+        ):
             if index < self.state.batch:
                 continue  # done before a resume
             loss, count = self._step(batch.to(self.device))
@@ -144,11 +146,20 @@ class Trainer:
         return value, count
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool) -> None:
-        score = evaluate_split(self.evaluated, self.task, "valid", self.config.batch_size, self.device)
+        score = evaluate_split(
+            self.evaluated, self.task, "valid", self.config.batch_size, self.device
+        )
         improved = score < self.state.best_score
         if improved:
             self.state.best_score, self.state.best_epoch = score, self.state.epoch
-        self.state.history.append({"epoch": self.state.epoch, "step": self.state.step, "valid": score, "lr": self.state.lr})
+        self.state.history.append(
+            {
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "valid": score,
+                "lr": self.state.lr,
+            }
+        )
         if epoch_done:
             self._schedule(score)
         display.end_epoch(score, self.state.best_score, self.state.lr)
@@ -157,7 +168,12 @@ class Trainer:
     def _schedule(self, score: float) -> None:
         previous = [entry["valid"] for entry in self.state.history[:-1]][-self.config.patience :]
         late = self.state.epoch > self.config.lr_decay_after
-        if self.config.patience > 0 and late and len(previous) == self.config.patience and score > max(previous):
+        if (
+            self.config.patience > 0
+            and late
+            and len(previous) == self.config.patience
+            and score > max(previous)
+        ):
             self.state.lr /= 2
             for group in self.optimizer.param_groups:
                 group["lr"] = self.state.lr
@@ -183,7 +199,9 @@ class Trainer:
         )
 
 
-def evaluate_split(network: CausalNetwork, task: Task, split: str, batch_size: int, device: torch.device) -> float:
+def evaluate_split(
+    network: CausalNetwork, task: Task, split: str, batch_size: int, device: torch.device
+) -> float:
     """The task's metric (NLL in nats per frame, or bits per audio sample) on a split."""
     network.eval()
     total, count = 0.0, 0

@@ -12,9 +12,20 @@ import soundfile as sf
 from cli import assert_one_error_line, run
 
 TINY = [
-    "--set", "model.levels=3", "--set", "model.channels=4", "--set", "model.depth=1",
-    "--set", "data.excerpt_targets=64", "--set", "train.batch_size=2",
-    "--set", "train.eval_every=2", "--set", "train.eval_batches=1",
+    "--set",
+    "model.levels=3",
+    "--set",
+    "model.channels=4",
+    "--set",
+    "model.depth=1",
+    "--set",
+    "data.excerpt_targets=64",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.eval_every=2",
+    "--set",
+    "train.eval_batches=1",
 ]
 
 
@@ -39,7 +50,9 @@ def train_tiny(capsys: pytest.CaptureFixture[str], data: Path) -> None:
     assert "best valid bpa" in result.out
 
 
-def test_train_evaluate_sample_wav(capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path) -> None:
+def test_train_evaluate_sample_wav(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, recordings)
     scores = run(capsys, "evaluate", "piano-small", "--json")
     assert scores.code == 0, scores.err
@@ -47,41 +60,120 @@ def test_train_evaluate_sample_wav(capsys: pytest.CaptureFixture[str], recording
     assert set(values) == {"train", "test"} and all(0 < v < 9 for v in values.values())
 
     target = tmp_path / "out.wav"
-    sampled = run(capsys, "sample", "piano-small", "--seconds", "0.05", "--out", str(target), "--temperature", "0.95")
+    sampled = run(
+        capsys,
+        "sample",
+        "piano-small",
+        "--seconds",
+        "0.05",
+        "--out",
+        str(target),
+        "--temperature",
+        "0.95",
+    )
     assert sampled.code == 0, sampled.err
     audio, rate = sf.read(target)
     assert rate == 16000 and audio.shape == (800,)
 
 
-def test_batch_generation_and_seed(capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path) -> None:
+def test_batch_generation_and_seed(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, recordings)
     folder = tmp_path / "many"
-    assert run(capsys, "sample", "piano-small", "--steps", "100", "-n", "2", "--out", str(folder), "--seed", "3").code == 0
+    assert (
+        run(
+            capsys,
+            "sample",
+            "piano-small",
+            "--steps",
+            "100",
+            "-n",
+            "2",
+            "--out",
+            str(folder),
+            "--seed",
+            "3",
+        ).code
+        == 0
+    )
     first, second = sorted(folder.iterdir())
     again = tmp_path / "again"
-    assert run(capsys, "sample", "piano-small", "--steps", "100", "-n", "2", "--out", str(again), "--seed", "3").code == 0
+    assert (
+        run(
+            capsys,
+            "sample",
+            "piano-small",
+            "--steps",
+            "100",
+            "-n",
+            "2",
+            "--out",
+            str(again),
+            "--seed",
+            "3",
+        ).code
+        == 0
+    )
     assert sf.read(first)[0].shape == (100,)
-    assert [p.read_bytes() for p in sorted(again.iterdir())] == [first.read_bytes(), second.read_bytes()]  # same seed
-    assert not np.array_equal(sf.read(first)[0], sf.read(second)[0])  # a batch is not one output copied
+    assert [p.read_bytes() for p in sorted(again.iterdir())] == [
+        first.read_bytes(),
+        second.read_bytes(),
+    ]  # same seed
+    assert not np.array_equal(
+        sf.read(first)[0], sf.read(second)[0]
+    )  # a batch is not one output copied
 
 
-def test_primer_is_continued(capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path) -> None:
+def test_primer_is_continued(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, recordings)
     primer = recordings / "take0.flac"
     target = tmp_path / "continued.wav"
-    assert run(capsys, "sample", "piano-small", "--primer", str(primer), "--steps", "160", "--out", str(target)).code == 0
+    assert (
+        run(
+            capsys,
+            "sample",
+            "piano-small",
+            "--primer",
+            str(primer),
+            "--steps",
+            "160",
+            "--out",
+            str(target),
+        ).code
+        == 0
+    )
     audio, _ = sf.read(target)
     assert audio.shape == (8000 + 160,)  # 0.5 s primer at 16 kHz, then the continuation
     # The primer comes back as written, resampled to 16 kHz and mu-law coded: a 220 Hz tone.
     spectrum = np.abs(np.fft.rfft(audio[:8000]))
     assert abs(np.argmax(spectrum) * 16000 / 8000 - 220.0) <= 4.0
     only = tmp_path / "only.wav"
-    assert run(capsys, "sample", "piano-small", "--primer", str(primer), "--steps", "160", "--no-primer-in-output", "--out", str(only)).code == 0
+    assert (
+        run(
+            capsys,
+            "sample",
+            "piano-small",
+            "--primer",
+            str(primer),
+            "--steps",
+            "160",
+            "--no-primer-in-output",
+            "--out",
+            str(only),
+        ).code
+        == 0
+    )
     assert sf.read(only)[0].shape == (160,)
 
 
 def test_play_without_a_device_still_writes_the_file(
-    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
+    recordings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     train_tiny(capsys, recordings)
     real_import = builtins.__import__
@@ -107,7 +199,9 @@ def test_folder_without_audio(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert_one_error_line(run(capsys, "train", "piano-small", "--data", str(folder), *TINY))
 
 
-def test_empty_folder_and_zero_length_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_empty_folder_and_zero_length_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_error_line(run(capsys, "train", "piano-small", "--data", str(empty), *TINY))
@@ -118,10 +212,14 @@ def test_empty_folder_and_zero_length_file(capsys: pytest.CaptureFixture[str], t
 
 
 def test_not_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert_one_error_line(run(capsys, "train", "piano-small", "--data", str(tmp_path / "missing"), *TINY))
+    assert_one_error_line(
+        run(capsys, "train", "piano-small", "--data", str(tmp_path / "missing"), *TINY)
+    )
 
 
-def test_unreadable_primer(capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path) -> None:
+def test_unreadable_primer(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, recordings)
     bad = tmp_path / "primer.wav"
     bad.write_bytes(b"definitely not audio")

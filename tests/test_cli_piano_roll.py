@@ -20,7 +20,14 @@ def write_song(path: Path, pitches: list[int], beats: int = 12) -> None:
     piano = pretty_midi.Instrument(program=0)
     for beat in range(beats):
         for offset, pitch in enumerate(pitches):
-            piano.notes.append(pretty_midi.Note(velocity=90, pitch=pitch + (beat + offset) % 3, start=beat * 0.5, end=beat * 0.5 + 0.45))
+            piano.notes.append(
+                pretty_midi.Note(
+                    velocity=90,
+                    pitch=pitch + (beat + offset) % 3,
+                    start=beat * 0.5,
+                    end=beat * 0.5 + 0.45,
+                )
+            )
     midi.instruments.append(piano)
     midi.write(str(path))
 
@@ -40,7 +47,9 @@ def train_tiny(capsys: pytest.CaptureFixture[str], data: Path, *extra: str) -> s
     return result.out
 
 
-def test_train_evaluate_sample_round_trip(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_train_evaluate_sample_round_trip(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     out = train_tiny(capsys, midi_folder)
     assert "best valid NLL" in out
     listing = run(capsys, "runs")
@@ -53,7 +62,19 @@ def test_train_evaluate_sample_round_trip(capsys: pytest.CaptureFixture[str], mi
     assert all(np.isfinite(v) and v > 0 for v in document["scores"].values())
 
     target = tmp_path / "out.mid"
-    sampled = run(capsys, "sample", "jsb", "--steps", "24", "--out", str(target), "--seed", "5", "--temperature", "1.5")
+    sampled = run(
+        capsys,
+        "sample",
+        "jsb",
+        "--steps",
+        "24",
+        "--out",
+        str(target),
+        "--seed",
+        "5",
+        "--temperature",
+        "1.5",
+    )
     assert sampled.code == 0, sampled.err
     assert f"wrote {target}" in sampled.out.replace("\n", "")
     midi = pretty_midi.PrettyMIDI(str(target))
@@ -61,29 +82,58 @@ def test_train_evaluate_sample_round_trip(capsys: pytest.CaptureFixture[str], mi
     assert midi.get_end_time() <= 24 * 0.125 + 1e-6  # 24 frames at 4 frames per beat, 120 bpm
 
 
-def test_same_seed_same_file_and_batch_of_outputs(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_same_seed_same_file_and_batch_of_outputs(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, midi_folder)
     first, second = tmp_path / "a.mid", tmp_path / "b.mid"
     for path in (first, second):
-        assert run(capsys, "sample", "jsb", "--steps", "16", "--out", str(path), "--seed", "7").code == 0
+        assert (
+            run(capsys, "sample", "jsb", "--steps", "16", "--out", str(path), "--seed", "7").code
+            == 0
+        )
     assert first.read_bytes() == second.read_bytes()
-    batch = run(capsys, "sample", "jsb", "--steps", "16", "-n", "3", "--out", str(tmp_path / "many"))
+    batch = run(
+        capsys, "sample", "jsb", "--steps", "16", "-n", "3", "--out", str(tmp_path / "many")
+    )
     assert batch.code == 0
-    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["jsb-sample-1.mid", "jsb-sample-2.mid", "jsb-sample-3.mid"]
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == [
+        "jsb-sample-1.mid",
+        "jsb-sample-2.mid",
+        "jsb-sample-3.mid",
+    ]
 
 
-def test_primed_sample_begins_with_the_primer(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_primed_sample_begins_with_the_primer(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, midi_folder)
     primer = midi_folder / "song0.mid"
     target = tmp_path / "primed.mid"
-    assert run(capsys, "sample", "jsb", "--primer", str(primer), "--steps", "8", "--out", str(target)).code == 0
-    original = sorted((n.pitch, round(n.start, 3)) for n in pretty_midi.PrettyMIDI(str(primer)).instruments[0].notes)
-    written = sorted((n.pitch, round(n.start, 3)) for n in pretty_midi.PrettyMIDI(str(target)).instruments[0].notes)
+    assert (
+        run(
+            capsys, "sample", "jsb", "--primer", str(primer), "--steps", "8", "--out", str(target)
+        ).code
+        == 0
+    )
+    original = sorted(
+        (n.pitch, round(n.start, 3))
+        for n in pretty_midi.PrettyMIDI(str(primer)).instruments[0].notes
+    )
+    written = sorted(
+        (n.pitch, round(n.start, 3))
+        for n in pretty_midi.PrettyMIDI(str(target)).instruments[0].notes
+    )
     first_notes = [note for note in original if note[1] < 2.0]
     assert set(first_notes) <= set(written)
 
 
-def test_resume_continues_exactly(capsys: pytest.CaptureFixture[str], midi_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_resume_continues_exactly(
+    capsys: pytest.CaptureFixture[str],
+    midi_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     from sequnet_cli.checkpoints import find_run
 
     monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "straight"))
@@ -99,7 +149,9 @@ def test_resume_continues_exactly(capsys: pytest.CaptureFixture[str], midi_folde
         torch.testing.assert_close(weights[name], value, rtol=0, atol=0)
 
 
-def test_steps_limit_ends_cleanly_with_a_checkpoint(capsys: pytest.CaptureFixture[str], midi_folder: Path) -> None:
+def test_steps_limit_ends_cleanly_with_a_checkpoint(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path
+) -> None:
     out = train_tiny(capsys, midi_folder, "--steps", "1")
     assert "1 steps" in out
     assert run(capsys, "evaluate", "jsb", "--split", "test", "--data", str(midi_folder)).code == 0
@@ -119,11 +171,17 @@ def test_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_key(capsys: pytest.CaptureFixture[str], midi_folder: Path) -> None:
-    assert_one_error_line(run(capsys, "train", "jsb", "--data", str(midi_folder), "--set", "train.learning_rate=1"), "learning_rate")
+    assert_one_error_line(
+        run(capsys, "train", "jsb", "--data", str(midi_folder), "--set", "train.learning_rate=1"),
+        "learning_rate",
+    )
 
 
 def test_wrong_type(capsys: pytest.CaptureFixture[str], midi_folder: Path) -> None:
-    assert_one_error_line(run(capsys, "train", "jsb", "--data", str(midi_folder), "--set", "train.lr=fast"), "train.lr")
+    assert_one_error_line(
+        run(capsys, "train", "jsb", "--data", str(midi_folder), "--set", "train.lr=fast"),
+        "train.lr",
+    )
 
 
 def test_empty_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -131,7 +189,9 @@ def test_empty_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert_one_error_line(run(capsys, "train", "jsb", "--data", str(tmp_path / "empty"), *TINY))
 
 
-def test_corrupt_midi_is_skipped_but_all_corrupt_is_an_error(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_corrupt_midi_is_skipped_but_all_corrupt_is_an_error(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     (midi_folder / "broken.mid").write_bytes(b"MThd this is not midi")
     result = run(capsys, "train", "jsb", "--data", str(midi_folder), "--steps", "1", *TINY)
     assert result.code == 0 and "broken.mid" in result.err
@@ -166,7 +226,9 @@ def test_no_run_yet(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_error_line(run(capsys, "sample", "jsb"), "sequnet train jsb")
 
 
-def test_missing_and_truncated_checkpoint(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_missing_and_truncated_checkpoint(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     from sequnet_cli.checkpoints import find_run
 
     assert_one_error_line(run(capsys, "sample", str(tmp_path / "nothing.pt")), "nothing.pt")
@@ -177,21 +239,29 @@ def test_missing_and_truncated_checkpoint(capsys: pytest.CaptureFixture[str], mi
     assert_one_error_line(run(capsys, "evaluate", str(best)), "best.pt")
 
 
-def test_primer_that_is_not_midi(capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path) -> None:
+def test_primer_that_is_not_midi(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
+) -> None:
     train_tiny(capsys, midi_folder)
     text = tmp_path / "notes.txt"
     text.write_text("not midi")
     assert_one_error_line(run(capsys, "sample", "jsb", "--primer", str(text)), "notes.txt")
-    assert_one_error_line(run(capsys, "sample", "jsb", "--primer", str(tmp_path / "missing.mid")), "missing.mid")
+    assert_one_error_line(
+        run(capsys, "sample", "jsb", "--primer", str(tmp_path / "missing.mid")), "missing.mid"
+    )
 
 
 def test_cuda_without_gpu(capsys: pytest.CaptureFixture[str], midi_folder: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert_one_error_line(run(capsys, "train", "jsb", "--data", str(midi_folder), "--device", "cuda"), "cuda")
+    assert_one_error_line(
+        run(capsys, "train", "jsb", "--data", str(midi_folder), "--device", "cuda"), "cuda"
+    )
 
 
-def test_ctrl_c_keeps_the_last_checkpoint(capsys: pytest.CaptureFixture[str], midi_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_keeps_the_last_checkpoint(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sequnet_cli.checkpoints import find_run
     from sequnet_cli.training import Trainer
 

@@ -23,14 +23,21 @@ def random_sequnet(rng: random.Random) -> SeqUNet:
 
 def random_residual(rng: random.Random) -> ResidualSeqUNet:
     return ResidualSeqUNet(
-        rng.randint(1, 4), rng.randint(1, 3), rng.randint(3, 5), rng.randint(1, 5), rng.randint(1, 3), rng.choice([2, 3, 5])
+        rng.randint(1, 4),
+        rng.randint(1, 3),
+        rng.randint(3, 5),
+        rng.randint(1, 5),
+        rng.randint(1, 3),
+        rng.choice([2, 3, 5]),
     )
 
 
 BUILDERS = {"sequnet": random_sequnet, "residual": random_residual}
 
 
-@pytest.fixture(params=[(name, seed) for name in BUILDERS for seed in SEEDS], ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    params=[(name, seed) for name in BUILDERS for seed in SEEDS], ids=lambda p: f"{p[0]}-{p[1]}"
+)
 def case(request: pytest.FixtureRequest) -> tuple[CausalNetwork, random.Random]:
     name, seed = request.param
     rng = random.Random(seed)
@@ -39,7 +46,9 @@ def case(request: pytest.FixtureRequest) -> tuple[CausalNetwork, random.Random]:
     return net, rng
 
 
-def full_and_input(net: CausalNetwork, rng: random.Random, longest: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
+def full_and_input(
+    net: CausalNetwork, rng: random.Random, longest: float = 2.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     length = rng.randint(1, int(longest * net.receptive_field))
     x = torch.randn(rng.randint(1, 3), net.in_channels, length, dtype=torch.float64)
     return x, net(x)
@@ -47,7 +56,13 @@ def full_and_input(net: CausalNetwork, rng: random.Random, longest: float = 2.5)
 
 def test_causal_by_gradient(case: tuple[CausalNetwork, random.Random]) -> None:
     net, rng = case
-    x = torch.randn(1, net.in_channels, rng.randint(2, 3 * net.receptive_field), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(
+        1,
+        net.in_channels,
+        rng.randint(2, 3 * net.receptive_field),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     out = net(x)
     for t in rng.sample(range(x.shape[-1]), min(6, x.shape[-1])):
         (grad,) = torch.autograd.grad(out[0, :, t].sum(), x, retain_graph=True)
@@ -66,11 +81,17 @@ def test_receptive_field_exact_and_tight(case: tuple[CausalNetwork, random.Rando
     field, period = net.receptive_field, 1 << net.levels
     length = field + 3 * period
     # Several inputs: a dead ReLU on one draw must not hide a dependency.
-    inputs = [torch.randn(1, net.in_channels, length, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    inputs = [
+        torch.randn(1, net.in_channels, length, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    ]
     outputs = [net(x) for x in inputs]
     widest = 0
     for t in range(length - period, length):
-        grads = [torch.autograd.grad(o[0, :, t].sum(), x, retain_graph=True)[0] for o, x in zip(outputs, inputs)]
+        grads = [
+            torch.autograd.grad(o[0, :, t].sum(), x, retain_graph=True)[0]
+            for o, x in zip(outputs, inputs)
+        ]
         depends = torch.stack(grads).abs().sum(dim=(0, 1, 2)) > 0  # (T,)
         used = depends.nonzero().flatten()
         assert used.max().item() <= t
@@ -101,7 +122,9 @@ def test_prime_then_step_equals_full_pass(case: tuple[CausalNetwork, random.Rand
     for split in {1, x.shape[-1], rng.randint(1, x.shape[-1])}:
         primed = stream.prime(x[..., :split])
         rest = [stream.step(x[..., t]) for t in range(split, x.shape[-1])]
-        torch.testing.assert_close(torch.cat([primed, *(r[..., None] for r in rest)], dim=-1), full, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            torch.cat([primed, *(r[..., None] for r in rest)], dim=-1), full, rtol=1e-9, atol=1e-10
+        )
 
 
 def test_two_streams_do_not_interfere(case: tuple[CausalNetwork, random.Random]) -> None:
