@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sequnet_cli.console import GenerationDisplay, console, print_warning
+from sequnet_cli.data.polyphonic import BENCHMARKS
 from sequnet_cli.errors import ConfigError, DeviceError
 from sequnet_cli.inference import Trained, load_trained
 
@@ -79,7 +80,14 @@ def _frame_seconds(trained: Trained, tempo: float) -> float:
         raise ConfigError(f"--tempo must be positive, got {tempo}")
     if data.frame_seconds > 0:
         return data.frame_seconds
-    return 60.0 / tempo / (data.frames_per_beat if Path(data.dataset).expanduser().is_dir() else 2)
+    # Benchmark rolls (by key, .mat or pickle) are played at two frames per beat; the user's
+    # MIDI folders were cut at `frames_per_beat`. Decided from the stored config, not the disk.
+    released = data.dataset in BENCHMARKS or Path(data.dataset).suffix.lower() in (
+        ".mat",
+        ".pickle",
+        ".pkl",
+    )
+    return 60.0 / tempo / (2 if released else data.frames_per_beat)
 
 
 def _piano_roll(trained: Trained, request: SampleRequest) -> list[Path]:

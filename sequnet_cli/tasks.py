@@ -64,15 +64,18 @@ class PianoRollTask:
         self.frame_seconds = frame_seconds
 
     def batches(
-        self, split: str, batch_size: int, generator: torch.Generator | None = None
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
     ) -> Iterator[Batch]:
-        """One pass over a split: shuffled with `generator`, else sorted by length (less padding)."""
+        """One pass over a split: shuffled with `generator`, else sorted by length (less padding).
+
+        `skip`: batches of this pass already done (a resumed epoch); they are not built.
+        """
         pieces = self.splits.get(split, [])
         if generator is not None:
             order = torch.randperm(len(pieces), generator=generator).tolist()
         else:
             order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
-        for start in range(0, len(order), batch_size):
+        for start in range(skip * batch_size, len(order), batch_size):
             yield self.collate([pieces[i] for i in order[start : start + batch_size]])
 
     @staticmethod
@@ -145,12 +148,16 @@ class AudioTask:
         return F.cross_entropy(logits, batch.target, reduction="sum")
 
     def batches(
-        self, split: str, batch_size: int, generator: torch.Generator | None = None
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
     ) -> Iterator[Batch]:
-        """Random excerpts for training (with `generator`), or the fixed, seeded excerpts."""
+        """Random excerpts for training (with `generator`), or the fixed, seeded excerpts.
+
+        `skip`: training batches of this period already done; the generator's state already
+        reflects them, so nothing is drawn for them.
+        """
         data = self.corpus.train if split == "train" else self.corpus.test
         if generator is not None:
-            for _ in range(self.steps_per_epoch):
+            for _ in range(skip, self.steps_per_epoch):
                 yield self.collate(data.random_excerpts(batch_size, self.length, generator))
             return
         codes = data.fixed_excerpts(self.eval_batches * batch_size, self.length, seed=1234)

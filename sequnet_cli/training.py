@@ -107,13 +107,10 @@ class Trainer:
         """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
         generator = self._epoch_generator()
         self.network.train()
-        for index, batch in enumerate(
-            self.task.batches("train", self.config.batch_size, generator)
-        ):
-            if index < self.state.batch:
-                continue  # done before a resume
+        done = self.state.batch  # batches of this epoch finished before a resume
+        for batch in self.task.batches("train", self.config.batch_size, generator, skip=done):
             loss, count = self._step(batch.to(self.device))
-            self.state.batch, self.state.step = index + 1, self.state.step + 1
+            self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
             yield loss, count
 
     def _epoch_generator(self) -> torch.Generator:

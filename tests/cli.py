@@ -28,6 +28,13 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     return Result(code, captured.out, captured.err)
 
 
+def succeed(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    """`sequnet ARGS...` that must exit 0 (stderr shown on failure)."""
+    result = run(capsys, *args)
+    assert result.code == 0, result.err
+    return result
+
+
 def assert_one_error_line(result: Result, *fragments: str) -> None:
     """Exit code 1, exactly one `error: ...` line, no traceback."""
     assert result.code == 1, (result.out, result.err)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from cli import assert_one_error_line, run
+from cli import assert_one_error_line, run, succeed
 
 TINY = [
     "--set",
@@ -81,39 +81,33 @@ def test_batch_generation_and_seed(
 ) -> None:
     train_tiny(capsys, recordings)
     folder = tmp_path / "many"
-    assert (
-        run(
-            capsys,
-            "sample",
-            "piano-small",
-            "--steps",
-            "100",
-            "-n",
-            "2",
-            "--out",
-            str(folder),
-            "--seed",
-            "3",
-        ).code
-        == 0
+    succeed(
+        capsys,
+        "sample",
+        "piano-small",
+        "--steps",
+        "100",
+        "-n",
+        "2",
+        "--out",
+        str(folder),
+        "--seed",
+        "3",
     )
     first, second = sorted(folder.iterdir())
     again = tmp_path / "again"
-    assert (
-        run(
-            capsys,
-            "sample",
-            "piano-small",
-            "--steps",
-            "100",
-            "-n",
-            "2",
-            "--out",
-            str(again),
-            "--seed",
-            "3",
-        ).code
-        == 0
+    succeed(
+        capsys,
+        "sample",
+        "piano-small",
+        "--steps",
+        "100",
+        "-n",
+        "2",
+        "--out",
+        str(again),
+        "--seed",
+        "3",
     )
     assert sf.read(first)[0].shape == (100,)
     assert [p.read_bytes() for p in sorted(again.iterdir())] == [
@@ -131,19 +125,16 @@ def test_primer_is_continued(
     train_tiny(capsys, recordings)
     primer = recordings / "take0.flac"
     target = tmp_path / "continued.wav"
-    assert (
-        run(
-            capsys,
-            "sample",
-            "piano-small",
-            "--primer",
-            str(primer),
-            "--steps",
-            "160",
-            "--out",
-            str(target),
-        ).code
-        == 0
+    succeed(
+        capsys,
+        "sample",
+        "piano-small",
+        "--primer",
+        str(primer),
+        "--steps",
+        "160",
+        "--out",
+        str(target),
     )
     audio, _ = sf.read(target)
     assert audio.shape == (8000 + 160,)  # 0.5 s primer at 16 kHz, then the continuation
@@ -151,20 +142,17 @@ def test_primer_is_continued(
     spectrum = np.abs(np.fft.rfft(audio[:8000]))
     assert abs(np.argmax(spectrum) * 16000 / 8000 - 220.0) <= 4.0
     only = tmp_path / "only.wav"
-    assert (
-        run(
-            capsys,
-            "sample",
-            "piano-small",
-            "--primer",
-            str(primer),
-            "--steps",
-            "160",
-            "--no-primer-in-output",
-            "--out",
-            str(only),
-        ).code
-        == 0
+    succeed(
+        capsys,
+        "sample",
+        "piano-small",
+        "--primer",
+        str(primer),
+        "--steps",
+        "160",
+        "--no-primer-in-output",
+        "--out",
+        str(only),
     )
     assert sf.read(only)[0].shape == (160,)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import torch
-from cli import assert_one_error_line, run
+from cli import assert_one_error_line, run, succeed
 
 TINY = ["--set", "model.channels=[6,6]", "--set", "train.batch_size=2"]
 
@@ -154,7 +154,7 @@ def test_steps_limit_ends_cleanly_with_a_checkpoint(
 ) -> None:
     out = train_tiny(capsys, midi_folder, "--steps", "1")
     assert "1 steps" in out
-    assert run(capsys, "evaluate", "jsb", "--split", "test", "--data", str(midi_folder)).code == 0
+    succeed(capsys, "evaluate", "jsb", "--split", "test", "--data", str(midi_folder))
 
 
 @pytest.mark.data
