@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from sequnet_cli.inference import Trained
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -161,13 +164,13 @@ class GenerationDisplay:
         self.progress.update(self.task_id, advance=count, stats=stats)
 
 
-def print_scores(trained: object, scores: dict[str, float], as_json: bool) -> None:
+def print_scores(trained: Trained, scores: dict[str, float], as_json: bool) -> None:
     """The `sequnet evaluate` result: a table, or JSON."""
     import json
 
     from rich.table import Table
 
-    config = trained.config  # type: ignore[attr-defined]
+    config = trained.config
     metric = "NLL (nats/frame)" if config.task == "piano-roll" else "bits per audio sample"
     if as_json:
         document = {
@@ -176,13 +179,13 @@ def print_scores(trained: object, scores: dict[str, float], as_json: bool) -> No
             "architecture": config.model.architecture,
             "checkpoint": str(trained.source),
             "metric": metric,
-            "scores": scores,  # type: ignore[attr-defined]
+            "scores": scores,
         }
         console.print_json(json.dumps(document))
         return
     table = Table(
         title=f"{config.preset} / {config.model.name}: {metric}", caption=str(trained.source)
-    )  # type: ignore[attr-defined]
+    )
     table.add_column("split")
     table.add_column(metric, justify="right")
     for split, score in scores.items():

@@ -135,6 +135,7 @@ class AudioTask:
         self.eval_batches = eval_batches
         self.steps_per_epoch = steps_per_epoch
         self.sample_rate = corpus.sample_rate
+        self._fixed: dict[tuple[str, int], Tensor] = {}  # evaluation excerpts by (split, batch)
 
     def collate(self, codes: Tensor) -> Batch:
         """`codes: (B, L)` int64 -> one-hot inputs of all but the last, targets of the last N."""
@@ -160,7 +161,12 @@ class AudioTask:
             for _ in range(skip, self.steps_per_epoch):
                 yield self.collate(data.random_excerpts(batch_size, self.length, generator))
             return
-        codes = data.fixed_excerpts(self.eval_batches * batch_size, self.length, seed=1234)
+        key = (split, batch_size)
+        if key not in self._fixed:  # the same excerpts at every evaluation: read them once
+            self._fixed[key] = data.fixed_excerpts(
+                self.eval_batches * batch_size, self.length, seed=1234
+            )
+        codes = self._fixed[key]
         for start in range(0, codes.shape[0], batch_size):
             yield self.collate(codes[start : start + batch_size])
 
