@@ -91,6 +91,10 @@ def train(
     seed: Annotated[
         int | None, typer.Option(help="Random seed (same seed, same result on a CPU).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (default: the preset's, else all cores).", min=1),
+    ] = None,
     device: DeviceOption = None,
     data: DataOption = None,
     data_dir: DataDirOption = None,
@@ -104,7 +108,8 @@ def train(
     from sequnet_cli.builders import resolve_device
 
     overrides = list(set_ or [])
-    for key, value in (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed)):
+    options = (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed))
+    for key, value in (*options, ("threads", threads)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
     if data is not None:  # recorded in the run, so evaluate and sample find the same data

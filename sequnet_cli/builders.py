@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from models import CausalNetwork, build_network
+from sequnet_cli.coding import AudioCoding
 from sequnet_cli.config import RunConfig
 from sequnet_cli.data.audio import AudioCorpus
 from sequnet_cli.data.polyphonic import load_piano_rolls
@@ -33,8 +34,12 @@ def resolve_device(name: str | None) -> torch.device:
 
 def network_for(config: RunConfig, task_kind: str | None = None) -> CausalNetwork:
     """The run's network with the task's input and output widths."""
-    width = 88 if (task_kind or config.task) == "piano-roll" else 256
-    return build_network(config.model.architecture, width, width, config.model.network)
+    if (task_kind or config.task) == "piano-roll":
+        return build_network(config.model.architecture, 88, 88, config.model.network)
+    coding = AudioCoding.of(config.data)
+    return build_network(
+        config.model.architecture, coding.in_channels, coding.out_channels, config.model.network
+    )
 
 
 def build_task(
@@ -66,5 +71,6 @@ def build_task(
             network.receptive_field,
             config.train.eval_batches,
             steps,
+            AudioCoding.of(config.data),
         )
     raise ConfigError(f"unknown task '{config.task}'; use piano-roll or audio")

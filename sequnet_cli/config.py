@@ -26,6 +26,9 @@ from models.configs import CONFIGS, NetworkConfig
 from sequnet_cli.errors import CheckpointError, ConfigError
 
 TASKS = ("piano-roll", "audio")
+AUDIO_INPUTS = ("one-hot", "one-hot+amplitude")
+AUDIO_OUTPUTS = ("softmax", "logistic-mixture")
+LOSSES = ("mean", "sum")
 OVERRIDE_SECTIONS = ("data", "train", "model")
 _TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train")
 
@@ -41,6 +44,9 @@ class DataConfig:
     excerpt_targets: int = 5000  # audio: the loss is on the last N samples of each excerpt
     valid_fraction: float = 0.1  # user folders without a split of their own
     test_fraction: float = 0.1
+    audio_input: str = "one-hot"  # audio: "one-hot" or "one-hot+amplitude" (sequnet_cli.coding)
+    audio_output: str = "softmax"  # audio: "softmax" or "logistic-mixture"
+    mixtures: int = 10  # audio: logistic components of a "logistic-mixture" output
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class TrainConfig:
     eval_every: int = 0  # audio: validate and checkpoint every N steps; 0 = once per epoch
     eval_batches: int = 8  # audio: fixed excerpt batches for validation / test bpa
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay)
+    weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay instead of plain Adam
+    threads: int = 0  # CPU threads for training; 0 = PyTorch's default (all cores)
+    loss: str = "mean"  # "mean" per predicted frame/sample, or "sum" over the batch (authors' code)
 
 
 @dataclass(frozen=True)
@@ -355,6 +364,7 @@ def _build(
     network = _instantiate(CONFIGS[architecture], layers["model"], "model", where)
     _check_ranges(data, "data", _DATA_LIMITS, where)
     _check_ranges(train, "train", _TRAIN_LIMITS, where)
+    _check_choices(data, train, where)
     _check_network(network, where)
     if data.valid_fraction + data.test_fraction >= 1:
         raise ConfigError(
@@ -379,8 +389,23 @@ def _instantiate(cls: type, values: Mapping[str, Any], section: str, where: str)
 
 
 # (minimum, whether the minimum itself is excluded); fields not listed must only be >= 0.
+def _check_choices(data: DataConfig, train: TrainConfig, where: str) -> None:
+    """Settings that take one of a few words."""
+    choices = (
+        ("data.audio_input", data.audio_input, AUDIO_INPUTS),
+        ("data.audio_output", data.audio_output, AUDIO_OUTPUTS),
+        ("train.loss", train.loss, LOSSES),
+    )
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}, got '{value}' in {where}"
+            )
+
+
 _DATA_LIMITS: dict[str, tuple[float, bool]] = {
     "frames_per_beat": (1, False),
+    "mixtures": (1, False),
     "sample_rate": (1, False),
     "excerpt_targets": (1, False),
 }

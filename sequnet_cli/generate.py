@@ -128,6 +128,7 @@ def _piano_roll(trained: Trained, request: SampleRequest) -> list[Path]:
 
 def _audio(trained: Trained, request: SampleRequest) -> list[Path]:
     from sequnet_cli.audio_io import audio_stats, play, write_wav
+    from sequnet_cli.coding import AudioCoding
     from sequnet_cli.data.audio import load_audio, mu_law_decode, mu_law_encode
     from sequnet_cli.sampling import sample_audio
 
@@ -146,6 +147,7 @@ def _audio(trained: Trained, request: SampleRequest) -> list[Path]:
             request.seed,
             primer,
             display.advance,
+            AudioCoding.of(trained.config.data),
         )
     elapsed = time.monotonic() - started
     paths = output_paths(request.out, request.count, f"{trained.config.preset}-sample", ".wav")

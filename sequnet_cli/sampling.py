@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models import CausalNetwork, Stream
+from sequnet_cli.coding import AudioCoding
 from sequnet_cli.data.audio import SILENCE_CODE
 from sequnet_cli.errors import ConfigError
 
@@ -72,37 +72,40 @@ def sample_audio(
     seed: int = 0,
     primer: np.ndarray | None = None,
     progress: Progress | None = None,
+    coding: AudioCoding | None = None,
 ) -> np.ndarray:
     """`count` mu-law sequences of `samples` new samples each: `(count, samples)` uint8.
 
     With a `primer` (mu-law codes), its last receptive-field samples prime the stream.
     """
+    coding = coding or AudioCoding()
     device, generator, stream = _start(network, count, temperature, seed)
-    classes = network.in_channels
     if primer is not None and len(primer) > 0:
         context = torch.from_numpy(
             np.asarray(primer[-network.receptive_field :], dtype=np.int64)
         ).to(device)
-        one_hot = F.one_hot(context, classes).T.float()  # (256, P)
-        logits = stream.prime(one_hot.expand(count, -1, -1).contiguous())[..., -1]  # (count, 256)
+        coded = coding.encode(context.unsqueeze(0))  # (1, C, P)
+        output = stream.prime(coded.expand(count, -1, -1).contiguous())[..., -1]  # (count, C)
     else:
-        logits = stream.step(
-            F.one_hot(torch.full((count,), SILENCE_CODE, device=device), classes).float()
+        silence = torch.full((count, 1), SILENCE_CODE, device=device)
+        output = stream.step(
+            coding.encode_step(silence, torch.zeros(count, coding.in_channels, device=device))
         )
     out = torch.zeros(count, samples, dtype=torch.uint8, device=device)
-    one_hot = torch.zeros(count, classes, device=device)  # the next input, reused every step
+    step_input = torch.zeros(count, coding.in_channels, device=device)  # reused every step
     uniform = torch.empty(count, 1, device=device)
     chunk = 256
     for t in range(samples):
         # Inverse-CDF draw: one uniform number per sequence (much cheaper than multinomial).
-        cumulative = torch.softmax(logits / temperature, dim=-1).cumsum_(dim=-1)  # (count, 256)
+        log_probs = coding.log_probs(output)
+        cumulative = torch.softmax(log_probs / temperature, dim=-1).cumsum_(dim=-1)  # (count, 256)
         codes = torch.searchsorted(
             cumulative, uniform.uniform_(generator=generator) * cumulative[:, -1:]
         )
-        codes = codes.clamp_(max=classes - 1)  # (count, 1)
+        codes = codes.clamp_(max=log_probs.shape[-1] - 1)  # (count, 1)
         out[:, t] = codes[:, 0]
         if t + 1 < samples:
-            logits = stream.step(one_hot.zero_().scatter_(1, codes, 1.0))
+            output = stream.step(coding.encode_step(codes, step_input))
         if progress is not None and ((t + 1) % chunk == 0 or t + 1 == samples):
             progress((t % chunk) + 1)
     return out.cpu().numpy()

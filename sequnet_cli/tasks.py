@@ -7,9 +7,10 @@ frame-wise negative log-likelihood in nats (frames 1..T-1 of each piece predicte
 padded at the end; causal networks never see the padding of earlier frames and a mask keeps
 it out of the loss and the metric.
 
-Raw audio: 8-bit mu-law samples (256 classes) in as one-hot vectors, 256 logits out; the
-loss is the cross-entropy of the last `excerpt_targets` samples of each excerpt, computed in
-valid mode, and the metric is bits per audio sample.
+Raw audio: 8-bit mu-law samples (256 classes) in, a distribution over the 256 classes out,
+through the run's `AudioCoding` (one-hot in and a softmax out, as in the paper, unless the
+preset chooses otherwise); the loss is the cross-entropy of the last `excerpt_targets`
+samples of each excerpt, computed in valid mode, and the metric is bits per audio sample.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models import CausalNetwork
+from sequnet_cli.coding import AudioCoding
 from sequnet_cli.data.audio import AudioCorpus
 from sequnet_cli.errors import DataError
 
 PITCHES = 88
-CLASSES = 256
 
 
 @dataclass
@@ -115,7 +116,6 @@ class AudioTask:
     """
 
     kind = "audio"
-    in_channels = out_channels = CLASSES
     metric = "bpa"
     unit = "samples"
 
@@ -126,8 +126,10 @@ class AudioTask:
         receptive_field: int,
         eval_batches: int,
         steps_per_epoch: int,
+        coding: AudioCoding | None = None,
     ) -> None:
         self.corpus = corpus
+        self.coding = coding or AudioCoding()
         self.targets = targets
         self.length = (
             receptive_field + targets
@@ -138,15 +140,15 @@ class AudioTask:
         self._fixed: dict[tuple[str, int], Tensor] = {}  # evaluation excerpts by (split, batch)
 
     def collate(self, codes: Tensor) -> Batch:
-        """`codes: (B, L)` int64 -> one-hot inputs of all but the last, targets of the last N."""
-        x = F.one_hot(codes[:, :-1], CLASSES).transpose(1, 2).float()  # (B, 256, L - 1)
+        """`codes: (B, L)` int64 -> coded inputs of all but the last, targets of the last N."""
+        x = self.coding.encode(codes[:, :-1])  # (B, C, L - 1)
         target = codes[:, -self.targets :]  # (B, N)
         return Batch(x, target, torch.ones(target.shape, dtype=torch.float32))
 
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed cross-entropy (nats) of the last `targets` samples, in valid mode."""
-        logits = network(batch.x, outputs=self.targets)  # (B, 256, N)
-        return F.cross_entropy(logits, batch.target, reduction="sum")
+        output = network(batch.x, outputs=self.targets)  # (B, C, N)
+        return self.coding.nll(output, batch.target)
 
     def batches(
         self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0

@@ -29,6 +29,8 @@ from sequnet_cli.console import TrainingDisplay
 from sequnet_cli.errors import DeviceError, SequnetError
 from sequnet_cli.tasks import Task
 
+PIANO_ROLL_EVAL_BATCH = 16
+
 
 @dataclass
 class TrainingState:
@@ -61,7 +63,7 @@ class Trainer:
         self.run, self.task, self.device = run, task, device
         self.config = run.config.train
         self.network = network.to(device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr)
+        self.optimizer = _optimizer(self.network, self.config.lr, self.config.weight_decay)
         # Optional weight averaging: validation, checkpoints and sampling use the average.
         self.averaged = _averaged(self.network, self.config.ema) if self.config.ema > 0 else None
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
@@ -122,7 +124,8 @@ class Trainer:
         count = max(batch.count, 1)
         try:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task.loss_sum(self.network, batch) / count
+            total = self.task.loss_sum(self.network, batch)
+            loss = total if self.config.loss == "sum" else total / count
             loss.backward()
             if self.config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
@@ -134,7 +137,7 @@ class Trainer:
                 f"out of memory on {self.device} at batch size {self.config.batch_size}; "
                 "lower it with --set train.batch_size=N"
             ) from error
-        value = loss.item()
+        value = total.item() / count
         if not math.isfinite(value):
             raise SequnetError(
                 f"the training loss became {value} at step {self.state.step + 1}; "
@@ -202,6 +205,10 @@ def evaluate_split(
     """The task's metric (NLL in nats per frame, or bits per audio sample) on a split."""
     network.eval()
     total, count = 0.0, 0
+    if task.kind == "piano-roll":
+        # Pieces are padded and masked, so the batch size does not change the score; sorted by
+        # length they pad little, and a few pieces per pass are much faster than one.
+        batch_size = max(batch_size, PIANO_ROLL_EVAL_BATCH)
     with torch.no_grad():
         for batch in task.batches(split, batch_size):
             batch = batch.to(device)
@@ -221,6 +228,23 @@ def train_run(
     """Train a new run of `config` (or continue `resume`); returns the run and its final state."""
     if resume is not None:
         config = resume.config
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    try:
+        return _train(config, limits, device, data, data_dir, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: RunConfig,
+    limits: Limits,
+    device: torch.device,
+    data: Path | None,
+    data_dir: Path | None,
+    resume: Run | None,
+) -> tuple[Run, TrainingState]:
     torch.manual_seed(config.train.seed)
     network = network_for(config)
     task = build_task(config, network, data, data_dir)
@@ -229,9 +253,15 @@ def train_run(
     if resume is not None:
         trainer.resume(resume.load_state("last", map_location=device))
     parameters = sum(p.numel() for p in network.parameters())
+    threads = torch.get_num_threads()
+    where = (
+        f"{device} ({threads} thread{'s' * (threads != 1)})"
+        if device.type == "cpu"
+        else str(device)
+    )
     title = (
         f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} parameters, "
-        f"receptive field {network.receptive_field}) on {device} -> {run.path}"
+        f"receptive field {network.receptive_field}) on {where} -> {run.path}"
     )
     with TrainingDisplay(task.unit, task.metric, title) as display:
         try:
@@ -242,6 +272,17 @@ def train_run(
                 f"(continue with `sequnet train --resume {run.name}`)"
             ) from None
     return run, state
+
+
+def _optimizer(network: CausalNetwork, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, or AdamW when there is a weight decay (decoupled from the gradient, as AdamW does)."""
+    if weight_decay < 0:
+        raise SequnetError(f"train.weight_decay must be 0 or more, got {weight_decay}")
+    # The fused kernels (CPU and CUDA) update all tensors in one pass: on a 2-core CPU, one JSB
+    # step of Adam takes a third of the time of the default implementation.
+    if weight_decay == 0:
+        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def _averaged(network: CausalNetwork, decay: float) -> torch.optim.swa_utils.AveragedModel:

@@ -76,6 +76,21 @@ def test_train_evaluate_sample_wav(
     assert rate == 16000 and audio.shape == (800,)
 
 
+def test_logistic_mixture_output_trains_evaluates_and_samples(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
+    coding = ["--set", "data.audio_output=logistic-mixture", "--set", "data.mixtures=2"]
+    succeed(
+        capsys, "train", "piano-small", "--data", str(recordings), "--steps", "2", *TINY, *coding
+    )
+    scores = json.loads(succeed(capsys, "evaluate", "piano-small", "--json").out)["scores"]
+    assert all(0 < v < 12 for v in scores.values())
+    target = tmp_path / "mixture.wav"
+    succeed(capsys, "sample", "piano-small", "--steps", "300", "--out", str(target), "--seed", "1")
+    audio, rate = sf.read(target)
+    assert rate == 16000 and audio.shape == (300,) and np.abs(audio).max() <= 1.0
+
+
 def test_batch_generation_and_seed(
     capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
 ) -> None:

@@ -47,6 +47,24 @@ def train_tiny(capsys: pytest.CaptureFixture[str], data: Path, *extra: str) -> s
     return result.out
 
 
+def test_threads_option_applies_to_training_only(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path
+) -> None:
+    before = torch.get_num_threads()
+    out = train_tiny(capsys, midi_folder, "--threads", "1", "--set", "train.weight_decay=0.01")
+    assert "on cpu (1 thread)" in out.replace("\n", "")
+    assert torch.get_num_threads() == before
+    (folder,) = _run_folders()
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["train"]["threads"], config["train"]["weight_decay"]) == (1, 0.01)
+
+
+def _run_folders() -> list[Path]:
+    from sequnet_cli.paths import runs_dir
+
+    return sorted(runs_dir().iterdir())
+
+
 def test_train_evaluate_sample_round_trip(
     capsys: pytest.CaptureFixture[str], midi_folder: Path, tmp_path: Path
 ) -> None:

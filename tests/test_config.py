@@ -77,7 +77,12 @@ def test_paper_table_3_settings(
     assert (config.train.lr, config.train.clip) == (lr, clip)
     # JSB trains one piece per step, as the authors' code does (see jsb.toml).
     batch = 1 if preset == "jsb" else 16
-    assert (config.train.batch_size, config.train.epochs, config.train.patience) == (batch, 100, 10)
+    epochs = 200 if (preset, model) == ("jsb", "sequnet") else 100
+    assert (config.train.batch_size, config.train.epochs, config.train.patience) == (
+        batch,
+        epochs,
+        10,
+    )
     assert config.task == "piano-roll"
 
 
@@ -94,8 +99,10 @@ def test_audio_presets() -> None:
         1000,
         5000,
     )
+    assert (piano.data.audio_input, piano.data.audio_output) == ("one-hot", "softmax")  # paper
     small = resolve("piano-small", "wavenet", [])
     assert small.model.architecture == "wavenet"
+    assert (small.data.audio_input, small.data.audio_output) == ("one-hot+amplitude", "softmax")
     assert (small.train.batch_size, small.data.excerpt_targets, small.data.sample_rate) == (
         4,
         2000,
@@ -156,6 +163,10 @@ def test_apply_overrides_changes_only_the_named_key() -> None:
         ("data.valid_fraction=1.5", "data.valid_fraction must be in [0, 1)"),
         ("model.kernel_size=1", "model.kernel_size must be at least 2"),
         ("model.dropout=1.0", "model.dropout must be in [0, 1)"),
+        ("data.audio_input=raw", "data.audio_input must be one of one-hot, one-hot.amplitude"),
+        ("data.audio_output=mdn", "data.audio_output must be one of softmax, logistic-mixture"),
+        ("data.mixtures=0", "data.mixtures must be at least 1"),
+        ("train.loss=max", "train.loss must be one of mean, sum"),
     ],
 )
 def test_bad_overrides_are_refused_naming_the_key(override: str, message: str) -> None:
