@@ -45,6 +45,7 @@ from rich.text import Text
 from torch import Tensor
 
 from models import CONFIGS, CausalNetwork, NetworkConfig, ResidualSeqUNet, SeqUNet, build_network
+from models.configs import ResidualSeqUNetConfig, SeqUNetConfig, TCNConfig, WaveNetConfig
 from sequnet_cli.builders import resolve_device
 from sequnet_cli.config import ModelConfig, RunConfig, TrainConfig, load_preset, resolve
 from sequnet_cli.console import console, error_console
@@ -126,12 +127,12 @@ def scale_widths(config: NetworkConfig, scale: float) -> NetworkConfig:
 def with_depth(architecture: str, config: NetworkConfig, width: int, count: int) -> NetworkConfig:
     """`config` with one width everywhere and `count` resolutions (Seq-U-Nets), blocks (TCN)
     or layers per stack (WaveNet): the knob that sets the receptive field."""
-    if architecture == "residual-sequnet":
-        return dataclasses.replace(config, channels=width, levels=count)  # type: ignore[type-var]
-    if architecture in ("sequnet", "tcn"):
-        return dataclasses.replace(config, channels=(width,) * count)  # type: ignore[type-var]
-    if architecture == "wavenet":
-        return dataclasses.replace(  # type: ignore[type-var]
+    if architecture == "residual-sequnet" and isinstance(config, ResidualSeqUNetConfig):
+        return dataclasses.replace(config, channels=width, levels=count)
+    if architecture in ("sequnet", "tcn") and isinstance(config, SeqUNetConfig | TCNConfig):
+        return dataclasses.replace(config, channels=(width,) * count)
+    if architecture == "wavenet" and isinstance(config, WaveNetConfig):
+        return dataclasses.replace(
             config,
             residual_channels=width,
             dilation_channels=width,
@@ -231,7 +232,7 @@ class TrainingSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainingSpec:
         network_class = CONFIGS[values["architecture"]]
-        fields = {
+        fields: dict[str, Any] = {
             key: tuple(v) if isinstance(v, list) else v for key, v in values["network"].items()
         }
         return cls(**{**values, "network": network_class(**fields)})
