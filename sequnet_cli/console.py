@@ -48,7 +48,7 @@ class TrainingDisplay:
         self.unit, self.metric, self.title = unit, metric, title
         self.progress = _progress()
         self.task_id: object = None
-        self.loss_total, self.loss_batches, self.items, self.started = 0.0, 0, 0, 0.0
+        self.steps, self.items, self.started = 0, 0, 0.0
         self.epoch = 0
 
     def __enter__(self) -> Self:
@@ -62,7 +62,7 @@ class TrainingDisplay:
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
         import time
 
-        self.epoch, self.loss_total, self.loss_batches, self.items = epoch, 0.0, 0, 0
+        self.epoch, self.steps, self.items = epoch, 0, 0
         self.started = time.monotonic()
         if self.task_id is not None:
             self.progress.remove_task(self.task_id)  # type: ignore[arg-type]
@@ -70,27 +70,27 @@ class TrainingDisplay:
             f"epoch {epoch}/{epochs}", total=batches, completed=done, stats=""
         )
 
-    def advance(self, loss: float, items: int, lr: float) -> None:
+    def advance(self, train: float, items: int, lr: float) -> None:
+        """One optimizer step; `train` is the period's training score so far (task metric)."""
         import time
 
-        self.loss_total += loss
-        self.loss_batches += 1
+        self.steps += 1
         self.items += items
-        rate = self.items / max(time.monotonic() - self.started, 1e-9)
-        stats = f"{rate:,.0f} {self.unit}/s  train loss {self.train_loss:.4f}  lr {lr:.3g}"
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        stats = (
+            f"{self.items / seconds:,.0f} {self.unit}/s  {self.steps / seconds:.2f} steps/s  "
+            f"train {self.metric} {train:.4f}  lr {lr:.3g}"
+        )
         self.progress.update(self.task_id, advance=1, stats=stats)  # type: ignore[arg-type]
 
-    @property
-    def train_loss(self) -> float:
-        return self.loss_total / max(self.loss_batches, 1)
-
-    def end_epoch(self, score: float, best: float, lr: float) -> None:
+    def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
         import time
 
-        rate = self.items / max(time.monotonic() - self.started, 1e-9)
+        seconds = max(time.monotonic() - self.started, 1e-9)
         self.progress.console.print(
-            f"epoch {self.epoch:>3}  train loss {self.train_loss:.4f}  {self.metric} {score:.4f}"
-            f"  best {best:.4f}  lr {lr:.3g}  {rate:,.0f} {self.unit}/s"
+            f"epoch {self.epoch:>3}  train {self.metric} {train:.4f}  valid {self.metric} "
+            f"{score:.4f}  best {best:.4f}  lr {lr:.3g}  {self.items / seconds:,.0f} "
+            f"{self.unit}/s  {self.steps / seconds:.2f} steps/s"
         )
 
 

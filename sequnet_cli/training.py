@@ -88,16 +88,19 @@ class Trainer:
         while self.state.epoch < limits.epochs and not stop:
             batches = self.task.epoch_batches(self.config.batch_size)
             display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
+            nats, count = 0.0, 0  # the training loss of this period, in the task's metric below
             for batch_loss, items in self._epoch_steps():
                 self.state.seconds = base + time.monotonic() - started
-                display.advance(batch_loss, items, self.state.lr)
+                nats, count = nats + batch_loss * items, count + items
+                display.advance(self.task.score(nats, count), items, self.state.lr)
                 stop = self._limit_reached(limits)
                 if stop:
                     break
             epoch_done = self.state.batch >= batches
             if epoch_done:
                 self.state.epoch, self.state.batch = self.state.epoch + 1, 0
-            self._end_of_period(display, epoch_done)
+            train = self.task.score(nats, count) if count else math.nan
+            self._end_of_period(display, epoch_done, train)
         return self.state
 
     def _limit_reached(self, limits: Limits) -> bool:
@@ -145,7 +148,8 @@ class Trainer:
             )
         return value, count
 
-    def _end_of_period(self, display: TrainingDisplay, epoch_done: bool) -> None:
+    def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
+        """Validate, record (training score in the metric's units, with dropout), checkpoint."""
         score = evaluate_split(
             self.evaluated, self.task, "valid", self.config.batch_size, self.device
         )
@@ -156,13 +160,14 @@ class Trainer:
             {
                 "epoch": self.state.epoch,
                 "step": self.state.step,
+                "train": train,
                 "valid": score,
                 "lr": self.state.lr,
             }
         )
         if epoch_done:
             self._schedule(score)
-        display.end_epoch(score, self.state.best_score, self.state.lr)
+        display.end_epoch(train, score, self.state.best_score, self.state.lr)
         self.save(best=improved)
 
     def _schedule(self, score: float) -> None:

@@ -48,6 +48,7 @@ def train_tiny(capsys: pytest.CaptureFixture[str], data: Path) -> None:
     result = run(capsys, "train", "piano-small", "--data", str(data), "--steps", "2", *TINY)
     assert result.code == 0, result.err
     assert "best valid bpa" in result.out
+    assert "train bpa" in result.out and "steps/s" in result.out  # the period's summary line
 
 
 def test_train_evaluate_sample_wav(
@@ -58,6 +59,10 @@ def test_train_evaluate_sample_wav(
     assert scores.code == 0, scores.err
     values = json.loads(scores.out)["scores"]
     assert set(values) == {"train", "test"} and all(0 < v < 9 for v in values.values())
+    from sequnet_cli.checkpoints import find_run
+
+    history = find_run("piano-small", None).load_state("last")["training"]["history"]
+    assert all(0 < entry["train"] < 9 and 0 < entry["valid"] < 9 for entry in history)
 
     target = tmp_path / "out.wav"
     sampled = run(
