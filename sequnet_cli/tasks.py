@@ -30,6 +30,7 @@ from sequnet_cli.data.audio import AudioCorpus
 from sequnet_cli.errors import DataError
 
 PITCHES = 88
+EVAL_BATCH = 16  # piano-roll pieces per evaluation pass, at least
 
 
 @dataclass
@@ -67,7 +68,8 @@ class PianoRollTask:
     def batches(
         self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
     ) -> Iterator[Batch]:
-        """One pass over a split: shuffled with `generator`, else sorted by length (less padding).
+        """One pass over a split: shuffled with `generator`, else sorted by length (less padding)
+        in batches of at least `EVAL_BATCH`.
 
         `skip`: batches of this pass already done (a resumed epoch); they are not built.
         """
@@ -76,6 +78,9 @@ class PianoRollTask:
             order = torch.randperm(len(pieces), generator=generator).tolist()
         else:
             order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+            # Padding is masked, so evaluation batches change no score; sorted by length they
+            # pad little, and a few pieces per pass are much faster than one.
+            batch_size = max(batch_size, EVAL_BATCH)
         for start in range(skip * batch_size, len(order), batch_size):
             yield self.collate([pieces[i] for i in order[start : start + batch_size]])
 

@@ -29,8 +29,6 @@ from sequnet_cli.console import TrainingDisplay
 from sequnet_cli.errors import DeviceError, SequnetError
 from sequnet_cli.tasks import Task
 
-PIANO_ROLL_EVAL_BATCH = 16
-
 
 @dataclass
 class TrainingState:
@@ -210,10 +208,6 @@ def evaluate_split(
     """The task's metric (NLL in nats per frame, or bits per audio sample) on a split."""
     network.eval()
     total, count = 0.0, 0
-    if task.kind == "piano-roll":
-        # Pieces are padded and masked, so the batch size does not change the score; sorted by
-        # length they pad little, and a few pieces per pass are much faster than one.
-        batch_size = max(batch_size, PIANO_ROLL_EVAL_BATCH)
     with torch.no_grad():
         for batch in task.batches(split, batch_size):
             batch = batch.to(device)
@@ -281,8 +275,6 @@ def _train(
 
 def _optimizer(network: CausalNetwork, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam, or AdamW when there is a weight decay (decoupled from the gradient, as AdamW does)."""
-    if weight_decay < 0:
-        raise SequnetError(f"train.weight_decay must be 0 or more, got {weight_decay}")
     # The fused kernels (CPU and CUDA) update all tensors in one pass: on a 2-core CPU, one JSB
     # step of Adam takes a third of the time of the default implementation.
     if weight_decay == 0:
