@@ -9,6 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class ConfigValueError(ValueError):
+    """A config field holds a value the network cannot be built with."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} {reason}")
+        self.field, self.reason = field, reason
+
+
 @dataclass(frozen=True)
 class SeqUNetConfig:
     """Seq-U-Net (paper §3.1). `channels`: one width per level, the last is the bottleneck."""

@@ -1,21 +1,23 @@
 """The `sequnet` Typer application: thin commands that hand off to library code.
 
 Every `SequnetError` (and Ctrl-C, out-of-memory, unreadable files) raised below a command is
-turned into exactly one `error: ...` line on stderr and exit code 1 by `main`.
+turned into exactly one `error: ...` line on stderr and exit code 1 by `main`; every
+`SequnetWarning` into one `warning: ...` line. Commands import what they need when they run,
+so `sequnet --help` and `sequnet --version` never import torch.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
 from sequnet_cli import __version__
-from sequnet_cli.bench import bench_command
-from sequnet_cli.console import console, print_error
-from sequnet_cli.errors import ConfigError, SequnetError
+from sequnet_cli.console import console, error_console, print_error, print_warning
+from sequnet_cli.errors import ConfigError, SequnetError, SequnetWarning
 
 app = typer.Typer(
     name="sequnet",
@@ -105,7 +107,7 @@ def train(
     """Train a model of a preset; the best checkpoint is kept in the run folder."""
     from sequnet_cli import checkpoints, training
     from sequnet_cli import config as configs
-    from sequnet_cli.builders import resolve_device
+    from sequnet_cli.devices import resolve_device
 
     overrides = list(set_ or [])
     options = (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed))
@@ -158,7 +160,8 @@ RunArgument = Annotated[
     ),
 ]
 WhichOption = Annotated[
-    str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")
+    Literal["best", "last"],
+    typer.Option("--checkpoint", help="Which checkpoint of the run: best or last."),
 ]
 
 
@@ -176,18 +179,19 @@ def evaluate(
     data_dir: DataDirOption = None,
 ) -> None:
     """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample."""
-    from sequnet_cli.builders import resolve_device
     from sequnet_cli.console import print_scores
-    from sequnet_cli.inference import evaluate_trained, load_trained
+    from sequnet_cli.devices import resolve_device
+    from sequnet_cli.evaluation import SPLITS, evaluate_model
+    from sequnet_cli.trained_model import load_model
 
-    target = resolve_device(device)
-    trained = load_trained(ref, model, checkpoint, target)
-    splits = list(split or ["train", "valid", "test"])
-    unknown = [s for s in splits if s not in ("train", "valid", "test")]
+    splits = list(split or SPLITS)
+    unknown = [s for s in splits if s not in SPLITS]
     if unknown:
-        raise ConfigError(f"unknown split '{unknown[0]}'; use train, valid or test")
-    scores = evaluate_trained(trained, splits, target, data, data_dir)
-    print_scores(trained, scores, json_output)
+        raise ConfigError(f"unknown split '{unknown[0]}'; use {', '.join(SPLITS)}")
+    target = resolve_device(device)
+    trained = load_model(ref, model, checkpoint, target)
+    scores = evaluate_model(trained, splits, target, data, data_dir)
+    print_scores(trained.header(), trained.task.metric_title, scores, json_output)
 
 
 @app.command()
@@ -230,8 +234,8 @@ def sample(
     device: DeviceOption = None,
 ) -> None:
     """Generate music with a trained model through its stream; writes MIDI or WAV."""
-    from sequnet_cli.builders import resolve_device
-    from sequnet_cli.generate import SampleRequest, generate
+    from sequnet_cli.devices import resolve_device
+    from sequnet_cli.generation import SampleRequest, generate
 
     request = SampleRequest(
         out=out,
@@ -250,13 +254,85 @@ def sample(
     generate(ref, model, checkpoint, request, target)
 
 
-app.command("bench")(bench_command)
+@app.command()
+def bench(
+    preset: Annotated[
+        str, typer.Option(help="Preset to benchmark (e.g. piano, jsb) or a TOML file.")
+    ] = "piano",
+    vs: Annotated[
+        str | None,
+        typer.Option(
+            help="Baseline model of the preset (default: its other model, e.g. wavenet or tcn)."
+        ),
+    ] = None,
+    device: DeviceOption = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Batch for training and batched generation "
+            "(default: 2 for audio, as in Table 1; else the preset's).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads for every measurement "
+            "(default: all for training, 1 for batch-1 generation).",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Reduced sizes that run on a CPU in minutes.")
+    ] = False,
+    sweep: Annotated[
+        bool, typer.Option("--sweep/--no-sweep", help="Also measure cost against depth.")
+    ] = True,
+) -> None:
+    """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed."""
+    import json
+
+    from rich.console import Group
+
+    from sequnet_cli.bench import render_bench, run_bench
+
+    with error_console.status("benchmarking") as status:
+        result = run_bench(
+            preset, vs, device, batch_size, threads, quick, sweep, progress=status.update
+        )
+    if json_output:
+        document = json.dumps(result.to_json(), indent=2)
+        console.print(document, markup=False, emoji=False, soft_wrap=True)
+    else:
+        console.print(Group(*render_bench(result)))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user-caused failures into one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SequnetWarning)
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        _run(argv)
+
+
+def _show_warning(fallback: Any) -> Any:
+    """A `warnings.showwarning` that prints sequnet's warnings as one line each."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, SequnetWarning):
+            print_warning(str(message))
+        else:
+            fallback(message, category, *args, **kwargs)
+
+    return show
+
+
+def _run(argv: list[str] | None) -> None:
     try:
-        app(args=argv, prog_name="sequnet", standalone_mode=False)
+        code = app(args=argv, prog_name="sequnet", standalone_mode=False)
     except SequnetError as error:
         print_error(str(error))
         sys.exit(1)
@@ -281,6 +357,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         print_error(format_message())
         sys.exit(1)
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code instead of raising
+        print_error("interrupted")
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
 if __name__ == "__main__":

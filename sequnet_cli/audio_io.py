@@ -1,7 +1,7 @@
 """Generated audio out of the program: 16-bit WAV files, playback, and a few sanity numbers.
 
-`write_wav` writes atomically (a temp file beside the target, then a rename), so an
-interrupted `sequnet sample` never leaves a half-written file. `play` imports sounddevice
+`write_wav` writes atomically (`sequnet_cli.files.atomic_write`), so an interrupted
+`sequnet sample` never leaves a half-written file. `play` imports sounddevice
 only when called, so machines without PortAudio (CI, servers) run everything else; a
 missing library or output device becomes a one-line `DeviceError`. `audio_stats` gives the
 RMS, peak, clipped fraction and mean spectral centroid that tell music from silence or
@@ -10,15 +10,14 @@ clipped noise.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import stft
 
-from sequnet_cli.errors import ConfigError, DeviceError
+from sequnet_cli.errors import DeviceError
+from sequnet_cli.files import atomic_write
 
 CLIP_LEVEL = 0.999  # |x| at or above this counts as clipped in `audio_stats`
 
@@ -38,25 +37,10 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
 
     Samples are clipped to [-1, 1] (NaN becomes 0) so nothing wraps around in PCM.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name such as {path / 'sample.wav'}.")
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"cannot write {path}: the folder {path.parent} does not exist; create it first."
-        )
     frames = _as_frames(audio)  # (T, channels)
-    # A unique name beside the target (same file system, so the rename is atomic); created
-    # by soundfile itself, so it gets the user's normal permissions.
-    temp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.wav"
-    try:
-        sf.write(temp, frames, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(temp, path)
-    except (OSError, RuntimeError) as exc:  # soundfile reports write failures as RuntimeError
-        raise ConfigError(f"cannot write {path}: {exc}; choose another folder.") from exc
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    return atomic_write(
+        path, lambda file: sf.write(file, frames, sample_rate, subtype="PCM_16", format="WAV")
+    )
 
 
 def play(audio: np.ndarray, sample_rate: int) -> None:

@@ -5,22 +5,22 @@ A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` under `runs_dir()` holdin
 state, to resume) and `best.pt` (the best validation score, to evaluate and sample). A checkpoint
 is a `torch.save`d dict of tensors and plain Python values only, so it loads with
 `torch.load(weights_only=True)` and can never run code; it carries its own copy of the config,
-so a `.pt` file alone is enough to rebuild the model. Every file is written to a temp file in
-the same folder and renamed over the target, so a crash leaves the previous good file in place.
+so a `.pt` file alone is enough to rebuild the model. Every file is written atomically
+(`sequnet_cli.files.atomic_write`), so a crash leaves the previous good file in place.
 
-Checkpoint dict: `format_version`, `config` (`RunConfig.to_dict()`), `weights` (state dict),
-`optimizer` (its state dict), `training` (`epoch`, `step`, `best_score`, `metric`, `lr`,
-`bad_epochs`, `history`: a list of per-epoch metric dicts), `rng` (`capture_rng()`), `metrics`.
+Checkpoint dict: `format_version`, `config` (`RunConfig.to_dict()`), `weights` (the state dict
+that is evaluated and sampled), `training_weights` (the trained weights, when `weights` holds
+their average), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
+epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
+(`capture_rng()`), `data_generator` (the state of the generator drawing training batches).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from sequnet_cli.config import RunConfig
-from sequnet_cli.console import print_warning
-from sequnet_cli.errors import CheckpointError, ConfigError
+from sequnet_cli.errors import CheckpointError, ConfigError, warn
+from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import runs_dir
 
 FORMAT_VERSION = 1
@@ -39,7 +39,6 @@ CONFIG_FILE = "config.json"
 Which = Literal["best", "last"]
 _TIME_FORMAT = "%Y%m%d-%H%M%S"
 _NAME_PATTERN = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
-_DEFAULT_METRIC = {"piano-roll": "valid NLL", "audio": "valid bpa"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class RunSummary:
     preset: str
     model: str
     task: str
+    data: str  # the dataset: a benchmark key or the folder or file trained on
     epochs: int
     steps: int
     best_score: float | None
@@ -83,7 +83,7 @@ class Run:
                 path.mkdir()
             except FileExistsError:
                 continue
-            _write_atomically(path / CONFIG_FILE, lambda file: file.write(encoded))
+            atomic_write(path / CONFIG_FILE, lambda file: file.write(encoded))
             return cls(path, config)
         raise CheckpointError(f"could not find a free run name like {base} in {parent}")
 
@@ -112,7 +112,7 @@ class Run:
         )
         targets: list[Which] = ["last", "best"] if best else ["last"]
         for which in targets:
-            _write_atomically(self.checkpoint_path(which), lambda file: torch.save(payload, file))
+            atomic_write(self.checkpoint_path(which), lambda file: torch.save(payload, file))
 
     def load_state(
         self, which: Which = "best", map_location: str | torch.device = "cpu"
@@ -141,10 +141,11 @@ class Run:
             preset=self.config.preset,
             model=self.config.model.name,
             task=self.config.task,
+            data=self.config.data.dataset,
             epochs=int(training.get("epoch", 0)),
             steps=int(training.get("step", 0)),
             best_score=float(best) if isinstance(best, int | float) and np.isfinite(best) else None,
-            metric=str(training.get("metric", _DEFAULT_METRIC.get(self.config.task, "score"))),
+            metric=str(training.get("metric", "")),  # empty until the first checkpoint
             created=_created(self.path),
             size_bytes=sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
             path=self.path,
@@ -180,7 +181,7 @@ def list_runs() -> list[RunSummary]:
         try:
             summaries.append(run.summary())
         except CheckpointError as error:
-            print_warning(f"run {run.name}: {error}")
+            warn(f"run {run.name}: {error}")
     return sorted(summaries, key=lambda summary: _sort_key(summary.path), reverse=True)
 
 
@@ -247,26 +248,6 @@ def _read_checkpoint(
     return state
 
 
-def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
-    """Call `write(file)` on a temp file next to `path`, sync it, then rename it over `path`."""
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except (OSError, RuntimeError) as error:  # torch reports write failures as RuntimeError
-        raise CheckpointError(
-            f"could not write {path} ({error}); check free disk space and permissions "
-            "(the previous file is unchanged)"
-        ) from error
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
-
-
 def _to_plain(value: Any) -> Any:
     """Tensors and plain Python values only (what `weights_only=True` loads); NumPy converted."""
     if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
@@ -297,7 +278,7 @@ def _all_runs() -> list[Run]:
         try:
             runs.append(Run.open(path))
         except (CheckpointError, ConfigError) as error:
-            print_warning(f"skipped run {path.name}: {error}")
+            warn(f"skipped run {path.name}: {error}")
     return runs
 
 

@@ -20,15 +20,15 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from models.configs import CONFIGS, NetworkConfig
+from models.configs import CONFIGS, ConfigValueError, NetworkConfig
 from sequnet_cli.errors import CheckpointError, ConfigError
+from sequnet_cli.tasks import TASK_NAMES
 
-TASKS = ("piano-roll", "audio")
-AUDIO_INPUTS = ("one-hot", "one-hot+amplitude")
-AUDIO_OUTPUTS = ("softmax", "logistic-mixture")
-LOSSES = ("mean", "sum")
+AudioInput = Literal["one-hot", "one-hot+amplitude"]
+AudioOutput = Literal["softmax", "logistic-mixture"]
+LossReduction = Literal["mean", "sum"]
 OVERRIDE_SECTIONS = ("data", "train", "model")
 _TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train")
 
@@ -44,9 +44,22 @@ class DataConfig:
     excerpt_targets: int = 5000  # audio: the loss is on the last N samples of each excerpt
     valid_fraction: float = 0.1  # user folders without a split of their own
     test_fraction: float = 0.1
-    audio_input: str = "one-hot"  # audio: "one-hot" or "one-hot+amplitude" (sequnet_cli.coding)
-    audio_output: str = "softmax"  # audio: "softmax" or "logistic-mixture"
+    audio_input: AudioInput = "one-hot"  # see sequnet_cli.tasks.audio_coding
+    audio_output: AudioOutput = "softmax"
     mixtures: int = 10  # audio: logistic components of a "logistic-mixture" output
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"frames_per_beat": 1, "mixtures": 1, "sample_rate": 1,
+                             "excerpt_targets": 1})  # fmt: skip
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigValueError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigValueError(
+                "valid_fraction",
+                f"+ data.test_fraction must leave pieces to train on (sum < 1), got "
+                f"{self.valid_fraction} + {self.test_fraction}",
+            )
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,16 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay)
     weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay instead of plain Adam
     threads: int = 0  # CPU threads for training; 0 = PyTorch's default (all cores)
-    loss: str = "mean"  # "mean" per predicted frame/sample, or "sum" over the batch (authors' code)
+    loss: LossReduction = "mean"  # per predicted frame/sample, or "sum" over the batch (authors')
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"batch_size": 1, "eval_batches": 1})
+        if not self.lr > 0:
+            raise ConfigValueError("lr", f"must be greater than 0, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise ConfigValueError(
+                "ema", f"must be in [0, 1) (a decay such as 0.999), got {self.ema}"
+            )
 
 
 @dataclass(frozen=True)
@@ -96,12 +118,12 @@ class RunConfig:
             "preset": self.preset,
             "description": self.description,
             "task": self.task,
-            "data": _plain(dataclasses.asdict(self.data)),
-            "train": _plain(dataclasses.asdict(self.train)),
+            "data": plain_values(dataclasses.asdict(self.data)),
+            "train": plain_values(dataclasses.asdict(self.train)),
             "model": {
                 "name": self.model.name,
                 "architecture": self.model.architecture,
-                "network": _plain(dataclasses.asdict(self.model.network)),
+                "network": plain_values(dataclasses.asdict(self.model.network)),
             },
         }
 
@@ -121,7 +143,7 @@ class RunConfig:
                 task=_string(values.get("task"), "task"),
                 variant=_string(model.get("name"), "model.name"),
                 architecture=_string(model.get("architecture"), "model.architecture"),
-                layers={
+                sections={
                     "data": _table(values.get("data"), "data"),
                     "train": _table(values.get("train"), "train"),
                     "model": _table(model.get("network"), "model.network"),
@@ -182,31 +204,31 @@ def resolve(preset: str | PresetFile, model: str | None, overrides: list[str]) -
         )
     variant = dict(file.variants[name])
     architecture = variant.pop("architecture")
-    layers = {
+    sections = {
         "data": dict(file.data),
         "train": {**file.train, **variant.pop("train", {})},
         "model": variant,
     }
-    _apply_overrides(layers, architecture, overrides)
+    _apply_overrides(sections, architecture, overrides)
     where = f"preset {file.name}" + (" with the --set overrides" if overrides else "")
-    return _build(file.name, file.description, file.task, name, architecture, layers, where)
+    return _build(file.name, file.description, file.task, name, architecture, sections, where)
 
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """A copy of a resolved config with `--set section.key=value` overrides applied."""
-    layers = {
+    sections = {
         "data": dataclasses.asdict(config.data),
         "train": dataclasses.asdict(config.train),
         "model": dataclasses.asdict(config.model.network),
     }
-    _apply_overrides(layers, config.model.architecture, overrides)
+    _apply_overrides(sections, config.model.architecture, overrides)
     return _build(
         config.preset,
         config.description,
         config.task,
         config.model.name,
         config.model.architecture,
-        layers,
+        sections,
         "--set",
     )
 
@@ -228,8 +250,8 @@ def _parse_preset(name: str, source: str, raw: bytes) -> PresetFile:
                 "and one table per model variant"
             )
     task = _string(document.get("task"), "task", where)
-    if task not in TASKS:
-        raise ConfigError(f"task in {where} must be one of {', '.join(TASKS)}, got '{task}'")
+    if task not in TASK_NAMES:
+        raise ConfigError(f"task in {where} must be one of {', '.join(TASK_NAMES)}, got '{task}'")
     data = _check_section(
         _table(document.get("data", {}), "data", where), DataConfig, "data", where
     )
@@ -299,9 +321,9 @@ def _check_section(
 
 
 def _apply_overrides(
-    layers: dict[str, dict[str, Any]], architecture: str, overrides: list[str]
+    sections: dict[str, dict[str, Any]], architecture: str, overrides: list[str]
 ) -> None:
-    """Write each `section.key=value` override into `layers[section]`, validated."""
+    """Write each `section.key=value` override into `sections[section]`, validated."""
     hints = {
         "data": _field_hints(DataConfig),
         "train": _field_hints(TrainConfig),
@@ -313,8 +335,8 @@ def _apply_overrides(
         if key not in hints[section]:
             raise _unknown_key(f"{section}.{key}", where, list(hints[section]))
         hint = hints[section][key]
-        value = raw if hint is str else _parse_value(raw)
-        layers[section][key] = _coerce(value, hint, f"{section}.{key}", where)
+        value = raw if hint is str or typing.get_origin(hint) is Literal else _parse_value(raw)
+        sections[section][key] = _coerce(value, hint, f"{section}.{key}", where)
 
 
 def _split_override(text: str) -> tuple[str, str, str]:
@@ -351,33 +373,27 @@ def _build(
     task: str,
     variant: str,
     architecture: str,
-    layers: Mapping[str, Mapping[str, Any]],
+    sections: Mapping[str, Mapping[str, Any]],
     where: str,
 ) -> RunConfig:
     """Construct the frozen config from coerced values; required fields and ranges are checked."""
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
+    if task not in TASK_NAMES:
+        raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, got '{task}'")
     if architecture not in CONFIGS:
         raise ConfigError(f"unknown architecture '{architecture}'; known: {', '.join(CONFIGS)}")
-    data = _instantiate(DataConfig, layers["data"], "data", where)
-    train = _instantiate(TrainConfig, layers["train"], "train", where)
-    network = _instantiate(CONFIGS[architecture], layers["model"], "model", where)
-    _check_ranges(data, "data", _DATA_LIMITS, where)
-    _check_ranges(train, "train", _TRAIN_LIMITS, where)
-    _check_choices(data, train, where)
-    _check_network(network, where)
-    if data.valid_fraction + data.test_fraction >= 1:
-        raise ConfigError(
-            f"data.valid_fraction + data.test_fraction must leave pieces to train on "
-            f"(sum < 1), got {data.valid_fraction} + {data.test_fraction} in {where}"
-        )
+    data = _instantiate(DataConfig, sections["data"], "data", where)
+    train = _instantiate(TrainConfig, sections["train"], "train", where)
+    network = _instantiate(CONFIGS[architecture], sections["model"], "model", where)
     return RunConfig(
         preset, description, task, data, train, ModelConfig(variant, architecture, network)
     )
 
 
 def _instantiate(cls: type, values: Mapping[str, Any], section: str, where: str) -> Any:
-    """`cls(**values)` after checking names and types; a missing required field is reported."""
+    """`cls(**values)` after checking names and types; the dataclass checks the ranges itself.
+
+    A missing required field or a value out of range is a `ConfigError` naming the key.
+    """
     checked = _check_section(values, cls, section, where)
     for item in dataclasses.fields(cls):
         no_default = (
@@ -385,71 +401,24 @@ def _instantiate(cls: type, values: Mapping[str, Any], section: str, where: str)
         )
         if no_default and item.name not in checked:
             raise ConfigError(f"{section}.{item.name} is required in {where}; add it")
-    return cls(**checked)
+    try:
+        return cls(**checked)
+    except ConfigValueError as error:
+        raise ConfigError(f"{section}.{error.field} {error.reason} in {where}") from error
 
 
-# (minimum, whether the minimum itself is excluded); fields not listed must only be >= 0.
-def _check_choices(data: DataConfig, train: TrainConfig, where: str) -> None:
-    """Settings that take one of a few words."""
-    choices = (
-        ("data.audio_input", data.audio_input, AUDIO_INPUTS),
-        ("data.audio_output", data.audio_output, AUDIO_OUTPUTS),
-        ("train.loss", train.loss, LOSSES),
-    )
-    for key, value, allowed in choices:
-        if value not in allowed:
-            raise ConfigError(
-                f"{key} must be one of {', '.join(allowed)}, got '{value}' in {where}"
-            )
+def _check_ranges(config: Any, minimums: Mapping[str, int]) -> None:
+    """Refuse NaN and negative numbers, and counts below their minimum (`minimums`, else 0).
 
-
-_DATA_LIMITS: dict[str, tuple[float, bool]] = {
-    "frames_per_beat": (1, False),
-    "mixtures": (1, False),
-    "sample_rate": (1, False),
-    "excerpt_targets": (1, False),
-}
-_TRAIN_LIMITS: dict[str, tuple[float, bool]] = {
-    "batch_size": (1, False),
-    "lr": (0, True),
-    "eval_batches": (1, False),
-}
-_NETWORK_MINIMUM = {"kernel_size": 2, "depth": 0}  # every other integer must be >= 1
-
-
-def _check_ranges(
-    config: Any, section: str, limits: Mapping[str, tuple[float, bool]], where: str
-) -> None:
-    """Refuse negative counts, a zero batch size, a non-positive learning rate, NaNs."""
+    Called by the configs' `__post_init__`; raises `ConfigValueError`.
+    """
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
-        minimum, exclusive = limits.get(item.name, (0, False))
-        bad = math.isnan(value) or value < minimum or (exclusive and value == minimum)
-        if bad or (item.name.endswith("_fraction") and value >= 1):
-            bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
-            if item.name.endswith("_fraction"):
-                bound = "in [0, 1)"
-            raise ConfigError(f"{section}.{item.name} must be {bound}, got {value} in {where}")
-
-
-def _check_network(network: Any, where: str) -> None:
-    """Positive widths and counts, kernels of at least 2 taps, dropout in [0, 1)."""
-    for item in dataclasses.fields(network):
-        value = getattr(network, item.name)
-        minimum = _NETWORK_MINIMUM.get(item.name, 1)
-        if isinstance(value, tuple) and (not value or min(value) < minimum):
-            raise ConfigError(
-                f"model.{item.name} must be a non-empty list of integers >= {minimum}, "
-                f"got {list(value)} in {where}"
-            )
-        if isinstance(value, int) and value < minimum:
-            raise ConfigError(
-                f"model.{item.name} must be at least {minimum}, got {value} in {where}"
-            )
-        if isinstance(value, float) and not 0 <= value < 1:
-            raise ConfigError(f"model.{item.name} must be in [0, 1), got {value} in {where}")
+        minimum = minimums.get(item.name, 0)
+        if math.isnan(value) or value < minimum:
+            raise ConfigValueError(item.name, f"must be at least {minimum}, got {value}")
 
 
 # --- types -----------------------------------------------------------------------------------
@@ -465,6 +434,11 @@ def _coerce(value: object, hint: Any, key: str, where: str = "") -> object:
     """Check `value` against `hint`: ints pass for floats, lists become tuples, bools are not ints."""
     context = f" in {where}" if where else ""
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        choices = ", ".join(str(choice) for choice in typing.get_args(hint))
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}{context}")
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(hint):
             try:
@@ -490,6 +464,8 @@ def _is_instance(value: object, hint: Any) -> bool:
 
 def _describe(hint: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
@@ -514,8 +490,8 @@ def _unknown_key(key: str, where: str, known: list[str]) -> ConfigError:
     return ConfigError(f"unknown key '{key}' in {where}; known keys: {', '.join(known)}")
 
 
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    """Tuples -> lists, so the dict survives JSON unchanged."""
+def plain_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A dataclass's `asdict` with tuples as lists, so it survives JSON unchanged."""
     return {
         key: list(value) if isinstance(value, tuple) else value for key, value in values.items()
     }

@@ -1,14 +1,29 @@
-"""All terminal output goes through here: one Rich console for results, one for errors."""
+"""All terminal output goes through here: one Rich console for results, one for problems.
+
+This module knows how to show things, not what they are: it imports nothing else of sequnet,
+and the rows it renders are described by the small protocols below.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, Self
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-if TYPE_CHECKING:
-    from sequnet_cli.inference import Trained
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -17,22 +32,25 @@ error_console = Console(stderr=True, highlight=False)
 def print_error(message: str) -> None:
     """Print a user-facing error as a single `error: ...` line on stderr."""
     text = " ".join(str(message).split())  # one line, whatever the message holds
-    error_console.print(f"[bold red]error:[/] {text}", soft_wrap=True)
+    error_console.print(f"[bold red]error:[/] {text}", soft_wrap=True, markup=True)
 
 
 def print_warning(message: str) -> None:
     """Print a non-fatal problem (a skipped file, a fallback) on stderr."""
-    error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    text = " ".join(str(message).split())
+    error_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
 
 
-def _progress() -> Progress:
+def _progress(*, remaining: bool = False) -> Progress:
     """A transient progress bar with a free-text statistics column."""
-    columns = (
+    columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-    )
+    ]
+    if remaining:
+        columns.append(TimeRemainingColumn())
     return Progress(*columns, TextColumn("{task.fields[stats]}"), console=console, transient=True)
 
 
@@ -47,7 +65,7 @@ class TrainingDisplay:
     def __init__(self, unit: str, metric: str, title: str) -> None:
         self.unit, self.metric, self.title = unit, metric, title
         self.progress = _progress()
-        self.task_id: object = None
+        self.task_id: Any = None
         self.steps, self.items, self.started = 0, 0, 0.0
         self.epoch = 0
 
@@ -60,20 +78,16 @@ class TrainingDisplay:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
-        import time
-
         self.epoch, self.steps, self.items = epoch, 0, 0
         self.started = time.monotonic()
         if self.task_id is not None:
-            self.progress.remove_task(self.task_id)  # type: ignore[arg-type]
+            self.progress.remove_task(self.task_id)
         self.task_id = self.progress.add_task(
             f"epoch {epoch}/{epochs}", total=batches, completed=done, stats=""
         )
 
     def advance(self, train: float, items: int, lr: float) -> None:
         """One optimizer step; `train` is the period's training score so far (task metric)."""
-        import time
-
         self.steps += 1
         self.items += items
         seconds = max(time.monotonic() - self.started, 1e-9)
@@ -81,11 +95,9 @@ class TrainingDisplay:
             f"{self.items / seconds:,.0f} {self.unit}/s  {self.steps / seconds:.2f} steps/s  "
             f"train {self.metric} {train:.4f}  lr {lr:.3g}"
         )
-        self.progress.update(self.task_id, advance=1, stats=stats)  # type: ignore[arg-type]
+        self.progress.update(self.task_id, advance=1, stats=stats)
 
     def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
-        import time
-
         seconds = max(time.monotonic() - self.started, 1e-9)
         self.progress.console.print(
             f"epoch {self.epoch:>3}  train {self.metric} {train:.4f}  valid {self.metric} "
@@ -94,58 +106,16 @@ class TrainingDisplay:
         )
 
 
-def print_runs(runs: list, folder: object) -> None:
-    """The `sequnet runs` table."""
-    from rich.table import Table
-
-    table = Table(title=f"runs in {folder}")
-    for column in ("run", "preset", "model", "epochs", "steps", "best", "created", "size"):
-        table.add_column(
-            column, justify="right" if column in ("epochs", "steps", "best", "size") else "left"
-        )
-    for run in runs:
-        best = f"{run.best_score:.4f} {run.metric}" if run.best_score is not None else "-"
-        table.add_row(
-            run.name,
-            run.preset,
-            run.model,
-            str(run.epochs),
-            str(run.steps),
-            best,
-            run.created.strftime("%Y-%m-%d %H:%M"),
-            f"{run.size_bytes / 2**20:.1f} MiB",
-        )
-    if not runs:
-        console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
-        return
-    console.print(table)
-
-
-def print_presets(presets: list) -> None:
-    """The `sequnet presets` table."""
-    from rich.table import Table
-
-    table = Table(title="presets")
-    for column in ("preset", "task", "models", "description"):
-        table.add_column(column)
-    for preset in presets:
-        table.add_row(preset.name, preset.task, ", ".join(preset.variants), preset.description)
-    console.print(table)
-
-
 class GenerationDisplay:
     """Live progress of generation: elements per second and, for audio, times real time."""
 
     def __init__(self, total: int, unit: str, sample_rate: int | None) -> None:
-
         self.unit, self.sample_rate, self.done = unit, sample_rate, 0
         self.progress = _progress()
         self.task_id = self.progress.add_task("generating", total=total, stats="")
         self.started = 0.0
 
     def __enter__(self) -> Self:
-        import time
-
         self.started = time.monotonic()
         self.progress.__enter__()
         return self
@@ -154,8 +124,6 @@ class GenerationDisplay:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def advance(self, count: int) -> None:
-        import time
-
         self.done += count
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
         stats = f"{rate:,.0f} {self.unit}/s"
@@ -164,30 +132,106 @@ class GenerationDisplay:
         self.progress.update(self.task_id, advance=count, stats=stats)
 
 
-def print_scores(trained: Trained, scores: dict[str, float], as_json: bool) -> None:
-    """The `sequnet evaluate` result: a table, or JSON."""
-    import json
+@contextmanager
+def file_progress(description: str) -> Iterator[Callable[[int, int, Path], None]]:
+    """A progress bar over files (decoding a folder); yields `progress(done, total, path)`."""
+    with _progress(remaining=True) as progress:
+        task_id = progress.add_task(description, total=None, stats="")
 
-    from rich.table import Table
+        def update(done: int, total: int, path: Path) -> None:
+            progress.update(task_id, completed=done, total=total, stats=path.name)
 
-    config = trained.config
-    metric = "NLL (nats/frame)" if config.task == "piano-roll" else "bits per audio sample"
+        yield update
+
+
+class RunRow(Protocol):
+    """What `print_runs` shows of a run."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def preset(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def best_score(self) -> float | None: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def created(self) -> datetime: ...
+    @property
+    def size_bytes(self) -> int: ...
+
+
+def print_runs(runs: Sequence[RunRow], folder: Path) -> None:
+    """The `sequnet runs` table."""
+    if not runs:
+        console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
+        return
+    table = Table(title=f"runs in {folder}")
+    numeric = ("epochs", "steps", "best", "size")
+    for column in ("run", "preset", "model", "data", *numeric[:3], "created", "size"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for run in runs:
+        best = f"{run.best_score:.4f} {run.metric}" if run.best_score is not None else "-"
+        table.add_row(
+            run.name,
+            run.preset,
+            run.model,
+            run.data,
+            str(run.epochs),
+            str(run.steps),
+            best,
+            run.created.strftime("%Y-%m-%d %H:%M"),
+            f"{run.size_bytes / 2**20:.1f} MiB",
+        )
+    console.print(table)
+
+
+class PresetRow(Protocol):
+    """What `print_presets` shows of a preset."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def variants(self) -> Mapping[str, object]: ...
+    @property
+    def description(self) -> str: ...
+
+
+def print_presets(presets: Sequence[PresetRow]) -> None:
+    """The `sequnet presets` table."""
+    table = Table(title="presets")
+    for column in ("preset", "task", "models", "description"):
+        table.add_column(column)
+    for preset in presets:
+        table.add_row(preset.name, preset.task, ", ".join(preset.variants), preset.description)
+    console.print(table)
+
+
+def print_scores(
+    header: Mapping[str, str], metric: str, scores: Mapping[str, float], as_json: bool
+) -> None:
+    """The `sequnet evaluate` result: a table, or JSON.
+
+    `header`: `preset`, `model`, `architecture` and `checkpoint` (shown as the caption).
+    """
     if as_json:
-        document = {
-            "preset": config.preset,
-            "model": config.model.name,
-            "architecture": config.model.architecture,
-            "checkpoint": str(trained.source),
-            "metric": metric,
-            "scores": scores,
-        }
+        document = {**header, "metric": metric, "scores": dict(scores)}
         console.print_json(json.dumps(document))
         return
-    table = Table(
-        title=f"{config.preset} / {config.model.name}: {metric}", caption=str(trained.source)
-    )
+    table = Table(title=f"{header['preset']} / {header['model']}: {metric}")
     table.add_column("split")
     table.add_column(metric, justify="right")
     for split, score in scores.items():
         table.add_row(split, f"{score:.4f}")
     console.print(table)
+    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)

@@ -1,4 +1,13 @@
-"""Errors a user can cause. Each is shown as one `error: ...` line and exit code 1."""
+"""Errors and warnings a user can cause. Each error is shown as one `error: ...` line and exit
+code 1 by `sequnet_cli.app.main`; each warning as one `warning: ...` line, and work goes on.
+
+Library code never prints: it raises these errors or calls `warn`, and the app decides how
+they reach the terminal.
+"""
+
+from __future__ import annotations
+
+import warnings
 
 
 class SequnetError(Exception):
@@ -6,7 +15,7 @@ class SequnetError(Exception):
 
 
 class ConfigError(SequnetError):
-    """A preset, a preset key or a command-line override is wrong."""
+    """A preset, a preset key or a command-line option is wrong."""
 
 
 class DataError(SequnetError):
@@ -18,4 +27,17 @@ class CheckpointError(SequnetError):
 
 
 class DeviceError(SequnetError):
-    """A requested device (CUDA, audio output) is not available."""
+    """A requested device (CUDA, audio output) is not available, or ran out of memory."""
+
+
+class WriteError(SequnetError):
+    """A file could not be written; the previous version of it, if any, is unchanged."""
+
+
+class SequnetWarning(UserWarning):
+    """A problem that does not stop the work: a skipped file, a fallback."""
+
+
+def warn(message: str) -> None:
+    """Report a non-fatal problem to the user (the app prints it as `warning: ...`)."""
+    warnings.warn(message, SequnetWarning, stacklevel=2)

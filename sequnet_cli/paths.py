@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from sequnet_cli.errors import WriteError
+
 APP_NAME = "sequnet"
 
 
@@ -14,22 +16,17 @@ def user_data_dir() -> Path:
     """The folder for runs, checkpoints, caches and downloads (`SEQUNET_HOME` overrides)."""
     override = os.environ.get("SEQUNET_HOME")
     path = Path(override).expanduser() if override else Path(platformdirs.user_data_dir(APP_NAME))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(path)
 
 
 def runs_dir() -> Path:
     """One sub-folder per training run."""
-    path = user_data_dir() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(user_data_dir() / "runs")
 
 
 def cache_dir() -> Path:
     """Decoded datasets and downloads."""
-    path = user_data_dir() / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(user_data_dir() / "cache")
 
 
 def data_search_dirs(option: Path | None = None) -> list[Path]:
@@ -39,3 +36,19 @@ def data_search_dirs(option: Path | None = None) -> list[Path]:
     if env:
         dirs.extend(Path(part).expanduser() for part in env.split(os.pathsep) if part)
     return dirs
+
+
+def _folder(path: Path) -> Path:
+    """`path`, created if needed; a folder that cannot be made or written is a `WriteError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteError(
+            f"cannot create sequnet's folder {path} ({error.strerror or error}); "
+            "set SEQUNET_HOME to a writable folder"
+        ) from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise WriteError(
+            f"sequnet's folder {path} is not writable; set SEQUNET_HOME to a writable folder"
+        )
+    return path

@@ -22,12 +22,14 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
-from sequnet_cli.builders import build_task, network_for
 from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig
-from sequnet_cli.console import TrainingDisplay
-from sequnet_cli.errors import DeviceError, SequnetError
-from sequnet_cli.tasks import Task
+from sequnet_cli.console import TrainingDisplay, file_progress
+from sequnet_cli.devices import cpu_threads, describe
+from sequnet_cli.errors import SequnetError
+from sequnet_cli.evaluation import evaluate_split
+from sequnet_cli.tasks import Batch, Task, TaskData, task_for
+from sequnet_cli.training_step import TrainingStep
 
 
 @dataclass
@@ -55,15 +57,17 @@ class Limits:
 
 
 class Trainer:
-    """Trains one run's network on its task, checkpointing into the run folder."""
+    """Trains one run's network on its task's data, checkpointing into the run folder."""
 
-    def __init__(self, run: Run, network: CausalNetwork, task: Task, device: torch.device) -> None:
-        self.run, self.task, self.device = run, task, device
+    def __init__(
+        self, run: Run, network: CausalNetwork, task: Task, data: TaskData, device: torch.device
+    ) -> None:
+        self.run, self.task, self.data, self.device = run, task, data, device
         self.config = run.config.train
         self.network = network.to(device)
-        self.optimizer = _optimizer(self.network, self.config.lr, self.config.weight_decay)
-        # Optional weight averaging: validation, checkpoints and sampling use the average.
-        self.averaged = _averaged(self.network, self.config.ema) if self.config.ema > 0 else None
+        self.training_step = TrainingStep(self.network, task, self.config)
+        self.optimizer = self.training_step.optimizer
+        self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
 
@@ -84,7 +88,7 @@ class Trainer:
         started, base = time.monotonic(), self.state.seconds
         stop = False
         while self.state.epoch < limits.epochs and not stop:
-            batches = self.task.epoch_batches(self.config.batch_size)
+            batches = self.data.epoch_batches(self.config.batch_size)
             display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
             nats, count = 0.0, 0  # the training loss of this period, in the task's metric below
             for batch_loss, items in self._epoch_steps():
@@ -108,37 +112,18 @@ class Trainer:
 
     def _epoch_steps(self) -> Iterator[tuple[float, int]]:
         """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
-        generator = self._epoch_generator()
+        generator = self.data.epoch_generator(
+            self.config.seed, self.state.epoch, self.data_generator
+        )
         self.network.train()
         done = self.state.batch  # batches of this epoch finished before a resume
-        for batch in self.task.batches("train", self.config.batch_size, generator, skip=done):
+        for batch in self.data.batches("train", self.config.batch_size, generator, skip=done):
             loss, count = self._step(batch.to(self.device))
             self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
             yield loss, count
 
-    def _epoch_generator(self) -> torch.Generator:
-        if self.task.kind == "audio":
-            return self.data_generator  # a stream of random excerpts, its state checkpointed
-        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.state.epoch)
-
-    def _step(self, batch: Any) -> tuple[float, int]:
-        count = max(batch.count, 1)
-        try:
-            self.optimizer.zero_grad(set_to_none=True)
-            total = self.task.loss_sum(self.network, batch)
-            loss = total if self.config.loss == "sum" else total / count
-            loss.backward()
-            if self.config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
-            self.optimizer.step()
-            if self.averaged is not None:
-                self.averaged.update_parameters(self.network)
-        except torch.OutOfMemoryError as error:
-            raise DeviceError(
-                f"out of memory on {self.device} at batch size {self.config.batch_size}; "
-                "lower it with --set train.batch_size=N"
-            ) from error
-        value = total.item() / count
+    def _step(self, batch: Batch) -> tuple[float, int]:
+        value, count = self.training_step(batch)
         if not math.isfinite(value):
             raise SequnetError(
                 f"the training loss became {value} at step {self.state.step + 1}; "
@@ -149,7 +134,7 @@ class Trainer:
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
         score = evaluate_split(
-            self.evaluated, self.task, "valid", self.config.batch_size, self.device
+            self.evaluated, self.task, self.data, "valid", self.config.batch_size, self.device
         )
         improved = score < self.state.best_score
         if improved:
@@ -184,7 +169,7 @@ class Trainer:
     @property
     def evaluated(self) -> CausalNetwork:
         """The network that is validated, checkpointed and sampled: the average if there is one."""
-        return self.averaged.module if self.averaged is not None else self.network  # type: ignore[return-value]
+        return self.training_step.evaluated
 
     def save(self, best: bool) -> None:
         """Write `last.pt` (and `best.pt`), atomically."""
@@ -202,20 +187,6 @@ class Trainer:
         )
 
 
-def evaluate_split(
-    network: CausalNetwork, task: Task, split: str, batch_size: int, device: torch.device
-) -> float:
-    """The task's metric (NLL in nats per frame, or bits per audio sample) on a split."""
-    network.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in task.batches(split, batch_size):
-            batch = batch.to(device)
-            total += task.loss_sum(network, batch).item()
-            count += batch.count
-    return task.score(total, count)
-
-
 def train_run(
     config: RunConfig,
     limits: Limits,
@@ -227,13 +198,9 @@ def train_run(
     """Train a new run of `config` (or continue `resume`); returns the run and its final state."""
     if resume is not None:
         config = resume.config
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
-    try:
+    threads = config.train.threads if device.type == "cpu" else 0
+    with cpu_threads(threads):
         return _train(config, limits, device, data, data_dir, resume)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(
@@ -245,22 +212,18 @@ def _train(
     resume: Run | None,
 ) -> tuple[Run, TrainingState]:
     torch.manual_seed(config.train.seed)
-    network = network_for(config)
-    task = build_task(config, network, data, data_dir)
+    task = task_for(config)
+    network = task.build_network()
+    with file_progress("reading the data") as progress:
+        task_data = task.open_data(data, data_dir, network.receptive_field, progress)
     run = resume or Run.create(config)
-    trainer = Trainer(run, network, task, device)
+    trainer = Trainer(run, network, task, task_data, device)
     if resume is not None:
         trainer.resume(resume.load_state("last", map_location=device))
     parameters = sum(p.numel() for p in network.parameters())
-    threads = torch.get_num_threads()
-    where = (
-        f"{device} ({threads} thread{'s' * (threads != 1)})"
-        if device.type == "cpu"
-        else str(device)
-    )
     title = (
-        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} parameters, "
-        f"receptive field {network.receptive_field}) on {where} -> {run.path}"
+        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
+        f"parameters, receptive field {network.receptive_field}) on {describe(device)} -> {run.path}"
     )
     with TrainingDisplay(task.unit, task.metric, title) as display:
         try:
@@ -271,20 +234,3 @@ def _train(
                 f"(continue with `sequnet train --resume {run.name}`)"
             ) from None
     return run, state
-
-
-def _optimizer(network: CausalNetwork, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam, or AdamW when there is a weight decay (decoupled from the gradient, as AdamW does)."""
-    # The fused kernels (CPU and CUDA) update all tensors in one pass: on a 2-core CPU, one JSB
-    # step of Adam takes a third of the time of the default implementation.
-    if weight_decay == 0:
-        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
-    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-
-
-def _averaged(network: CausalNetwork, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    if not decay < 1:
-        raise SequnetError(f"train.ema must be below 1 (a decay such as 0.999), got {decay}")
-    return torch.optim.swa_utils.AveragedModel(
-        network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
-    )

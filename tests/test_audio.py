@@ -22,12 +22,10 @@ from sequnet_cli.data.audio import (
     AudioCorpus,
     load_audio,
     mu_law_decode,
-    mu_law_decode_torch,
     mu_law_encode,
-    mu_law_encode_torch,
     split_by_file,
 )
-from sequnet_cli.errors import ConfigError, DataError, DeviceError
+from sequnet_cli.errors import ConfigError, DataError, DeviceError, WriteError
 
 RATE = 16000
 
@@ -47,9 +45,9 @@ def write(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
 
 @pytest.fixture
 def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Collects what the corpus code reports with print_warning."""
+    """Collects what the corpus code reports with `sequnet_cli.errors.warn`."""
     seen: list[str] = []
-    monkeypatch.setattr(audio, "print_warning", seen.append)
+    monkeypatch.setattr(audio, "warn", seen.append)
     return seen
 
 
@@ -89,17 +87,6 @@ def test_mu_law_codes_silence_ends_and_monotonicity() -> None:
     assert np.array_equal(mu_law_encode(mu_law_decode(codes)), codes)  # every code reachable
     assert np.all(np.diff(mu_law_decode(np.arange(256))) > 0)
     assert abs(float(mu_law_decode(np.array([128]))[0])) < 1e-3
-
-
-def test_mu_law_torch_matches_numpy() -> None:
-    x = np.random.default_rng(0).uniform(-1.0, 1.0, 4000)
-    q_torch = mu_law_encode_torch(torch.from_numpy(x))
-    assert q_torch.dtype == torch.int64
-    assert torch.equal(q_torch, torch.from_numpy(mu_law_encode(x).astype(np.int64)))
-    codes = torch.arange(256)
-    decoded = mu_law_decode_torch(codes)
-    assert decoded.dtype == torch.float32
-    np.testing.assert_allclose(decoded.numpy(), mu_law_decode(codes.numpy()), atol=1e-6)
 
 
 # --- decoding and resampling -------------------------------------------------------------
@@ -334,9 +321,9 @@ def test_write_wav_round_trip_is_16_bit_atomic_and_clipped(tmp_path: Path) -> No
 
 
 def test_write_wav_refuses_folders_and_missing_parents(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="is a folder"):
+    with pytest.raises(WriteError, match="is a folder"):
         write_wav(tmp_path, np.zeros(10, dtype=np.float32), RATE)
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(WriteError, match="does not exist"):
         write_wav(tmp_path / "missing" / "x.wav", np.zeros(10, dtype=np.float32), RATE)
 
 

@@ -15,9 +15,15 @@ from typer.testing import CliRunner, Result
 
 from models import ResidualSeqUNet, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet
 from sequnet_cli import bench
-from sequnet_cli.bench import BenchSizes, TrainingSpec, bench_command
+from sequnet_cli.app import bench as bench_command
+from sequnet_cli.bench import BenchSizes, TrainingSpec, measure
+from sequnet_cli.bench import plan as bench_plan
+from sequnet_cli.bench.plan import receptive_field, sweep_pair, with_network
+from sequnet_cli.bench.render import bar
 from sequnet_cli.config import resolve
 from sequnet_cli.errors import ConfigError, DeviceError
+from sequnet_cli.tasks import task_for
+from sequnet_cli.training_step import TrainingStep
 
 TINY = BenchSizes(
     warmup_steps=1,
@@ -25,7 +31,6 @@ TINY = BenchSizes(
     generation_seconds=0.0,
     width_scale=0.02,
     targets=8,
-    frames=8,
     sweep_levels=(2, 3),
     sweep_width=4,
     sweep_targets=8,
@@ -36,7 +41,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "bench_sizes", lambda task, quick: TINY)
+    monkeypatch.setattr(bench_plan, "bench_sizes", lambda task, quick: TINY)
 
 
 def _invoke(*args: str) -> Result:
@@ -130,21 +135,53 @@ def test_cuda_without_a_gpu_is_a_device_error() -> None:
 
 
 def test_fresh_process_reports_positive_peak_memory() -> None:
-    spec = TrainingSpec("tcn", TCNConfig((16, 16)), "piano-roll", 4, 2000, 1, 2, 1e-3, 1)
+    config = with_network(resolve("jsb", "tcn", []), TCNConfig((16, 16)))
+    spec = TrainingSpec(config, batch_size=4, targets=2000, warmup_steps=1, steps=2, threads=1)
     measured = bench.measure_training(spec, CPU, isolate=True)
     assert measured.peak_memory_bytes is not None and measured.peak_memory_bytes > 0
     assert measured.steps == 2 and measured.seconds_per_step > 0
-    assert measured.inputs == bench.receptive_field("tcn", spec.network) - 1 + 2000
+    assert measured.inputs == 2000  # piano rolls are trained from their first frame
     assert bench.measure_training(spec, CPU, isolate=False).peak_memory_bytes is None
 
 
 def test_saved_activations_count_the_input_but_no_parameter() -> None:
-    network = bench.build("sequnet", SeqUNetConfig((8, 8, 8)), "piano-roll")
-    x, target = torch.zeros(2, 88, 40), torch.zeros(2, 88, 10)
-    saved = bench.saved_activation_bytes(network, x, target, "piano-roll")
+    config = with_network(resolve("jsb", None, []), SeqUNetConfig((8, 8, 8)))
+    task = task_for(config)
+    network = task.build_network()
+    batch = task.random_batch(2, 40, network.receptive_field, torch.Generator().manual_seed(0))
+    saved = measure.saved_activation_bytes(network, task, batch)
     parameters = sum(p.numel() * p.element_size() for p in network.parameters())
-    assert saved >= x.numel() * x.element_size() and saved > 0
+    assert saved >= batch.x.numel() * batch.x.element_size() and saved > 0
     assert saved != parameters  # not simply the weights
+
+
+def test_bench_times_the_trainers_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = TrainingStep.__call__
+
+    def counted(self: TrainingStep, batch: object) -> tuple[float, int]:
+        calls.append(self.config.batch_size)
+        return real(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrainingStep, "__call__", counted)
+    config = with_network(resolve("jsb", None, []), SeqUNetConfig((8, 8)))
+    spec = TrainingSpec(config, batch_size=3, targets=20, warmup_steps=1, steps=2, threads=1)
+    bench.measure_training(spec, CPU, isolate=False)
+    assert len(calls) == 3  # the warm-up step and the two timed ones
+
+
+@pytest.mark.usefixtures("tiny")
+def test_piano_small_is_measured_with_its_own_coding() -> None:
+    """piano-small feeds the amplitude as a 257th input channel: bench builds that network."""
+    result = _invoke("--preset", "piano-small", "--quick", "--json", "--no-sweep")
+    assert result.exit_code == 0, result.output
+    models = json.loads(result.stdout)["models"]
+    for side in ("sequnet", "baseline"):
+        config = resolve("piano-small", models[side]["variant"], [])
+        network_config = config.model.network.scaled(TINY.width_scale)
+        network = task_for(with_network(config, network_config)).build_network()
+        assert network.in_channels == 257
+        assert models[side]["parameters"] == sum(p.numel() for p in network.parameters())
 
 
 @pytest.mark.parametrize(
@@ -156,7 +193,7 @@ def test_saved_activations_count_the_input_but_no_parameter() -> None:
     ],
 )
 def test_generation_times_whole_clock_cycles(network: torch.nn.Module, cycle: int) -> None:
-    task = "piano-roll" if network.in_channels == 88 else "audio"
+    task = task_for(resolve("jsb" if network.in_channels == 88 else "piano", None, []))
     measured = bench.measure_generation(network, task, 3, CPU, min_seconds=0.0, threads=1)
     assert measured.cycle == cycle
     assert measured.steps == max(cycle, 64)  # one chunk: a whole number of cycles
@@ -171,18 +208,18 @@ def test_sweep_baseline_matches_the_receptive_field(preset: str) -> None:
         for name in ("sequnet", "wavenet" if preset == "piano" else "tcn")
     )
     for levels in range(2, 12):
-        sequnet, baseline = bench.sweep_pair(ours, theirs, levels, 6)
+        sequnet, baseline = sweep_pair(ours, theirs, levels, 6)
         fields = (
-            bench.receptive_field(m.architecture, c)
-            for m, c in ((ours, sequnet), (theirs, baseline))
+            receptive_field(m.architecture, c) for m, c in ((ours, sequnet), (theirs, baseline))
         )
         assert abs(math.log(next(fields) / next(fields))) <= math.log(1.5)
-        assert bench._network_width(theirs.architecture, baseline) == 6
+        assert baseline.width == 6
 
 
 def test_quick_scales_every_width() -> None:
-    wavenet = resolve("piano", "wavenet", []).model.network
-    scaled = bench.scale_widths(wavenet, bench.bench_sizes("audio", quick=True).width_scale)
+    config = resolve("piano", "wavenet", [])
+    wavenet = config.model.network
+    scaled = wavenet.scaled(bench_plan.bench_sizes(task_for(config), quick=True).width_scale)
     assert (scaled.residual_channels, scaled.dilation_channels, scaled.skip_channels) == (
         32,
         32,
@@ -192,6 +229,6 @@ def test_quick_scales_every_width() -> None:
 
 
 def test_bar_is_proportional() -> None:
-    assert bench.bar(1.0, 1.0, width=10) == "█" * 10
-    assert bench.bar(0.5, 1.0, width=10) == "█" * 5
-    assert bench.bar(0.0, 1.0, width=10) == ""
+    assert bar(1.0, 1.0, width=10) == "█" * 10
+    assert bar(0.5, 1.0, width=10) == "█" * 5
+    assert bar(0.0, 1.0, width=10) == ""

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sequnet_cli.coding import CLASSES, AudioCoding
 from sequnet_cli.config import DataConfig
 from sequnet_cli.errors import ConfigError
+from sequnet_cli.tasks.audio_coding import CLASSES, AudioCoding
 
 MIXTURE = AudioCoding("one-hot+amplitude", "logistic-mixture", mixtures=4)
 

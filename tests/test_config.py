@@ -134,8 +134,9 @@ def test_a_string_field_keeps_text_that_looks_like_a_number() -> None:
     "field", [item for item in dataclasses.fields(TrainConfig) if item.type in ("int", "float")]
 )
 def test_every_numeric_train_field_can_be_overridden(field: dataclasses.Field[object]) -> None:
-    config = resolve("jsb", None, [f"train.{field.name}=7"])
-    assert getattr(config.train, field.name) == 7
+    value = 0.5 if field.name == "ema" else 7  # a decay is below 1
+    config = resolve("jsb", None, [f"train.{field.name}={value}"])
+    assert getattr(config.train, field.name) == value
     assert isinstance(getattr(config.train, field.name), int if field.type == "int" else float)
 
 
@@ -167,6 +168,7 @@ def test_apply_overrides_changes_only_the_named_key() -> None:
         ("data.audio_output=mdn", "data.audio_output must be one of softmax, logistic-mixture"),
         ("data.mixtures=0", "data.mixtures must be at least 1"),
         ("train.loss=max", "train.loss must be one of mean, sum"),
+        ("train.ema=1", "train.ema must be in [0, 1)"),
     ],
 )
 def test_bad_overrides_are_refused_naming_the_key(override: str, message: str) -> None:

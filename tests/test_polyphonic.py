@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pytest
@@ -16,12 +18,12 @@ from sequnet_cli.data import polyphonic
 from sequnet_cli.data.polyphonic import (
     BENCHMARKS,
     load_benchmark,
-    load_piano_rolls,
     load_pickle,
     sha256_of,
 )
 from sequnet_cli.errors import DataError
 from sequnet_cli.paths import cache_dir
+from sequnet_cli.tasks.piano_roll import load_piano_rolls
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "polyphonic"
 
@@ -79,9 +81,10 @@ def test_download_verifies_and_caches(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setitem(BENCHMARKS, "jsb", polyphonic.Benchmark("JSB_Chorales.mat", sha256_of(mat)))
     fetched: list[str] = []
 
-    def fake_fetch(url: str, destination: Path) -> None:
+    def fake_fetch(url: str, destination: BinaryIO) -> str:
         fetched.append(url)
-        destination.write_bytes(mat.read_bytes())
+        destination.write(mat.read_bytes())
+        return sha256_of(mat)
 
     monkeypatch.setattr(polyphonic, "_fetch", fake_fetch)
     splits = load_benchmark("jsb")
@@ -94,9 +97,12 @@ def test_download_verifies_and_caches(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_a_bad_download_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEQUNET_DATA_DIR")
-    monkeypatch.setattr(
-        polyphonic, "_fetch", lambda url, destination: destination.write_bytes(b"evil")
-    )
+
+    def evil_fetch(url: str, destination: BinaryIO) -> str:
+        destination.write(b"evil")
+        return hashlib.sha256(b"evil").hexdigest()
+
+    monkeypatch.setattr(polyphonic, "_fetch", evil_fetch)
     with pytest.raises(DataError, match="checksum mismatch.*expected SHA-256 ac0e6085"):
         load_benchmark("jsb")
     assert os.listdir(cache_dir() / "datasets") == []

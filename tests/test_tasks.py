@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from models import SeqUNet
-from sequnet_cli.tasks import PianoRollTask
-from sequnet_cli.training import evaluate_split
+from sequnet_cli.config import resolve
+from sequnet_cli.evaluation import evaluate_split
+from sequnet_cli.tasks.piano_roll import PianoRollData, PianoRollTask
 
 
 def pieces(count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -19,7 +20,7 @@ def pieces(count: int, rng: np.random.Generator) -> list[np.ndarray]:
 def test_piano_roll_nll_is_the_total_over_pieces_per_predicted_frame() -> None:
     rng = np.random.default_rng(0)
     splits = {"train": pieces(3, rng), "valid": pieces(21, rng)}
-    task = PianoRollTask(splits)
+    task, data = PianoRollTask(resolve("jsb", None, [])), PianoRollData(splits)
     torch.manual_seed(0)
     network = SeqUNet(88, 88, [8, 8], 3).double().eval()
     total, frames = 0.0, 0
@@ -30,5 +31,5 @@ def test_piano_roll_nll_is_the_total_over_pieces_per_predicted_frame() -> None:
         frames += len(piece) - 1
     network.float()
     for batch_size in (1, 5, 64):
-        score = evaluate_split(network, task, "valid", batch_size, torch.device("cpu"))
+        score = evaluate_split(network, task, data, "valid", batch_size, torch.device("cpu"))
         assert score == pytest.approx(total / frames, rel=1e-5)

@@ -16,21 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from sequnet_cli.console import print_warning
-from sequnet_cli.errors import ConfigError, DataError
+from sequnet_cli.errors import ConfigError, DataError, warn
+from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import cache_dir
 
 MU = 255
@@ -58,19 +56,6 @@ def mu_law_decode(q: np.ndarray) -> np.ndarray:
     companded = 2.0 * np.asarray(q, dtype=np.float64) / MU - 1.0
     x = np.sign(companded) * np.expm1(np.abs(companded) * math.log1p(MU)) / MU
     return x.astype(np.float32)
-
-
-def mu_law_encode_torch(x: torch.Tensor) -> torch.Tensor:
-    """Float audio tensor `(...)` in [-1, 1] (clipped) -> int64 classes `(...)` in 0..255."""
-    x = x.clamp(-1.0, 1.0)
-    companded = torch.sign(x) * torch.log1p(MU * x.abs()) / math.log1p(MU)
-    return torch.floor((companded + 1.0) / 2.0 * MU + 0.5).long()
-
-
-def mu_law_decode_torch(q: torch.Tensor) -> torch.Tensor:
-    """Integer class tensor `(...)` in 0..255 -> float32 audio `(...)` in [-1, 1]."""
-    companded = 2.0 * q.to(torch.float32) / MU - 1.0
-    return torch.sign(companded) * torch.expm1(companded.abs() * math.log1p(MU)) / MU
 
 
 # --- decoding ---------------------------------------------------------------------------
@@ -211,7 +196,7 @@ class AudioCorpus:
             assert cached is not None, f"cache just written to {target} is unreadable"
         manifest, train, test = cached
         for skipped in manifest["skipped"]:
-            print_warning(f"skipped {skipped['path']}: {skipped['reason']}")
+            warn(f"skipped {skipped['path']}: {skipped['reason']}")
         _check_usable(folder, train, test)
         return cls(folder, train, test, sample_rate, target)
 
@@ -311,7 +296,8 @@ def _build_cache(
         "splits": splits,
         "skipped": skipped,
     }
-    _write_atomic(target / "manifest.json", json.dumps(manifest, indent=1).encode())
+    encoded = json.dumps(manifest, indent=1).encode()
+    atomic_write(target / "manifest.json", lambda stream: stream.write(encoded))
 
 
 def _probe_all(paths: list[Path], skipped: list[dict[str, str]]) -> list[Path]:
@@ -359,35 +345,21 @@ def _write_npy_stream(target: Path, chunks: Iterable[np.ndarray]) -> int:
     the length axis can grow to 21 digits without changing the header size.
     """
     descriptor: dict[str, Any] = {"descr": "|u1", "fortran_order": False, "shape": (0,)}
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.lib.format.write_array_header_1_0(stream, descriptor)
-            data_start = stream.tell()
-            count = 0
-            for chunk in chunks:
-                stream.write(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
-                count += int(chunk.shape[0])
-            stream.seek(0)
-            np.lib.format.write_array_header_1_0(stream, {**descriptor, "shape": (count,)})
-            assert stream.tell() == data_start, "npy header changed size"
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    count = 0
+
+    def write(stream: BinaryIO) -> None:
+        nonlocal count
+        np.lib.format.write_array_header_1_0(stream, descriptor)
+        data_start = stream.tell()
+        for chunk in chunks:
+            stream.write(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
+            count += int(chunk.shape[0])
+        stream.seek(0)
+        np.lib.format.write_array_header_1_0(stream, {**descriptor, "shape": (count,)})
+        assert stream.tell() == data_start, "npy header changed size"
+
+    atomic_write(target, write)
     return count
-
-
-def _write_atomic(target: Path, payload: bytes) -> None:
-    """Write `payload` to a temp file beside `target`, then rename it into place."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _load_cache(target: Path) -> tuple[dict[str, Any], AudioSplit, AudioSplit] | None:

@@ -10,25 +10,23 @@ replaces the target file atomically, so an interrupted write never leaves half a
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pretty_midi
 
-from sequnet_cli.console import print_warning
-from sequnet_cli.data.polyphonic import LOWEST_PITCH, PITCHES, PianoRollSplits
-from sequnet_cli.errors import DataError
+from sequnet_cli.data.rolls import LOWEST_PITCH, PITCHES, PianoRollSplits, split_counts
+from sequnet_cli.errors import DataError, warn
+from sequnet_cli.files import atomic_write
 
 if TYPE_CHECKING:
     from sequnet_cli.config import DataConfig
 
 MIDI_SUFFIXES = (".mid", ".midi")
-_NOMINAL_BEAT_SECONDS = 0.5  # 120 bpm: how beat-based frames are played back
 _SPLIT_SEED = 0  # the same folder always gives the same split
 
 
@@ -103,7 +101,11 @@ def _nearest(boundaries: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(closer_left, left, right)
 
 
-def load_midi_folder(folder: Path, data_config: DataConfig) -> PianoRollSplits:
+def load_midi_folder(
+    folder: Path,
+    data_config: DataConfig,
+    progress: Callable[[int, int, Path], None] | None = None,
+) -> PianoRollSplits:
     """Every `*.mid`/`*.midi` under `folder` (recursively), split deterministically.
 
     Unreadable files and files without piano notes are skipped with a warning. The sorted
@@ -113,16 +115,18 @@ def load_midi_folder(folder: Path, data_config: DataConfig) -> PianoRollSplits:
         p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()
     )
     pieces: list[np.ndarray] = []
-    for path in paths:
+    for index, path in enumerate(paths):
+        if progress is not None:
+            progress(index, len(paths), path)
         try:
             roll = midi_to_roll(path, data_config.frames_per_beat, data_config.frame_seconds)
         except DataError as error:
-            print_warning(f"skipped: {error}")
+            warn(f"skipped: {error}")
             continue
         if roll.any():
             pieces.append(roll)
         else:
-            print_warning(f"{path} has no notes in the piano range; skipped")
+            warn(f"{path} has no notes in the piano range; skipped")
     if not pieces:
         raise DataError(
             f"no readable MIDI files (*.mid, *.midi) with piano notes under {folder}; "
@@ -132,32 +136,9 @@ def load_midi_folder(folder: Path, data_config: DataConfig) -> PianoRollSplits:
     train, valid, _ = split_counts(
         len(pieces), data_config.valid_fraction, data_config.test_fraction
     )
-    frame_seconds = data_config.frame_seconds or _NOMINAL_BEAT_SECONDS / data_config.frames_per_beat
     return PianoRollSplits(
-        train=pieces[:train],
-        valid=pieces[train : train + valid],
-        test=pieces[train + valid :],
-        frame_seconds=frame_seconds,
+        train=pieces[:train], valid=pieces[train : train + valid], test=pieces[train + valid :]
     )
-
-
-def split_counts(count: int, valid_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    """Pieces for (train, valid, test): rounded fractions, at least one training piece.
-
-    A non-zero fraction gets at least one piece when at least two are left to train on.
-    """
-    valid = round(count * valid_fraction)
-    test = round(count * test_fraction)
-    if valid_fraction > 0 and valid == 0 and count - test >= 3:
-        valid = 1
-    if test_fraction > 0 and test == 0 and count - valid >= 3:
-        test = 1
-    while valid + test >= count:  # keep a training piece
-        if test >= valid:
-            test -= 1
-        else:
-            valid -= 1
-    return count - valid - test, valid, test
 
 
 def roll_to_midi(
@@ -192,17 +173,5 @@ def roll_to_midi(
 
 
 def write_midi(midi: pretty_midi.PrettyMIDI, path: Path) -> None:
-    """Write `midi` to `path` through a temp file in the same folder and an atomic rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(descriptor)
-    except OSError as error:
-        raise DataError(f"cannot write {path} ({error}); choose a writable folder") from error
-    try:
-        midi.write(temp_name)
-        os.replace(temp_name, path)
-    except OSError as error:
-        raise DataError(f"cannot write {path} ({error}); check the disk and permissions") from error
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
+    """Write `midi` to `path` atomically (`sequnet_cli.files.atomic_write`)."""
+    atomic_write(path, lambda file: midi.write(file))

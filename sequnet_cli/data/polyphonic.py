@@ -6,36 +6,27 @@ Piano-midi.de, each already split into train/valid/test. A file is looked for un
 published name in the `--data-dir` folder and `SEQUNET_DATA_DIR`, then in the download cache,
 and only then downloaded; every copy is checked against its SHA-256 before use. The original
 pickles of Boulanger-Lewandowski are read by an unpickler that refuses every class, so a
-pickle cannot run code. A folder of MIDI files is handed to `sequnet_cli.data.midi`.
+pickle cannot run code. Folders of MIDI files are read by `sequnet_cli.data.midi`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import scipy.io
 
-from sequnet_cli.console import print_warning
-from sequnet_cli.errors import DataError
+from sequnet_cli.data.rolls import HIGHEST_PITCH, LOWEST_PITCH, PITCHES, SPLITS, PianoRollSplits
+from sequnet_cli.errors import DataError, warn
+from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import cache_dir, data_search_dirs
-
-if TYPE_CHECKING:
-    from sequnet_cli.config import DataConfig
-
-PITCHES = 88
-LOWEST_PITCH = 21  # MIDI A0, column 0 of a piano roll
-HIGHEST_PITCH = LOWEST_PITCH + PITCHES - 1  # MIDI C8
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -68,45 +59,6 @@ DOWNLOAD_URL = (
 _DOWNLOAD_TIMEOUT_SECONDS = 60
 
 
-@dataclass(frozen=True)
-class PianoRollSplits:
-    """Pieces per split, each a `(T, 88)` bool array; column 0 is MIDI pitch 21 (A0).
-
-    `frame_seconds` is the frame length a MIDI writer should use when playing pieces back.
-    """
-
-    train: list[np.ndarray]
-    valid: list[np.ndarray]
-    test: list[np.ndarray]
-    frame_seconds: float = 0.25
-
-
-def load_piano_rolls(
-    dataset: str, data_dir: Path | None, data_config: DataConfig
-) -> PianoRollSplits:
-    """Load `dataset`: a benchmark key, a `.mat` or `.pickle`/`.pkl` file, or a MIDI folder."""
-    if dataset in BENCHMARKS:
-        return load_benchmark(dataset, data_dir)
-    path = Path(dataset).expanduser()
-    if path.is_dir():
-        from sequnet_cli.data.midi import load_midi_folder  # midi imports this module
-
-        return load_midi_folder(path, data_config)
-    if path.is_file() and path.suffix.lower() == ".mat":
-        return load_mat(path)
-    if path.is_file() and path.suffix.lower() in (".pickle", ".pkl"):
-        return load_pickle(path)
-    if path.exists():
-        raise DataError(
-            f"{path} is not a piano-roll dataset; use a folder of MIDI files, "
-            "a .mat file (traindata/validdata/testdata) or a Boulanger-Lewandowski .pickle"
-        )
-    raise DataError(
-        f"dataset '{dataset}' is neither a benchmark ({', '.join(BENCHMARKS)}) "
-        "nor an existing file or folder; check the name or the path"
-    )
-
-
 def load_benchmark(key: str, data_dir: Path | None = None) -> PianoRollSplits:
     """The benchmark `key` from the search folders, the cache, or downloaded into the cache."""
     if key not in BENCHMARKS:
@@ -121,40 +73,42 @@ def load_benchmark(key: str, data_dir: Path | None = None) -> PianoRollSplits:
     if cached.is_file():
         if sha256_of(cached) == benchmark.sha256:
             return load_mat(cached)
-        print_warning(f"cached {cached} is damaged (checksum mismatch); downloading it again")
+        warn(f"cached {cached} is damaged (checksum mismatch); downloading it again")
         cached.unlink()
     download(DOWNLOAD_URL.format(file_name=benchmark.file_name), cached, benchmark.sha256)
     return load_mat(cached)
 
 
 def download(url: str, target: Path, sha256: str) -> None:
-    """Download `url` to `target` atomically: a temp file, checked against `sha256`, then renamed."""
+    """Download `url` to `target` atomically; the bytes must have the SHA-256 `sha256`."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(descriptor)
-    temp = Path(temp_name)
-    try:
-        _fetch(url, temp)
-        _verify(temp, sha256, "the download was corrupted or the file changed; try again")
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+
+    def fetch_and_verify(file: BinaryIO) -> None:
+        digest = _fetch(url, file)
+        if digest != sha256:
+            raise DataError(
+                f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; "
+                "the download was corrupted or the file changed; try again"
+            )
+
+    atomic_write(target, fetch_and_verify)
 
 
-def _fetch(url: str, destination: Path) -> None:
-    """Write the bytes at `url` into `destination`; network problems raise `DataError`."""
+def _fetch(url: str, destination: BinaryIO) -> str:
+    """Write the bytes at `url` into `destination`; returns their SHA-256. Network problems
+    raise `DataError`."""
+    digest = hashlib.sha256()
     try:
-        with (
-            urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_SECONDS) as response,
-            destination.open("wb") as out,
-        ):
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_SECONDS) as response:
             while chunk := response.read(1 << 20):
-                out.write(chunk)
+                destination.write(chunk)
+                digest.update(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise DataError(
             f"could not download {url} ({error}); download the file yourself and put it in a "
             "folder given by --data-dir or the SEQUNET_DATA_DIR environment variable"
         ) from error
+    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:

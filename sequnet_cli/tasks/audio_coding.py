@@ -21,13 +21,14 @@ temperature, which divides them) works the same for both.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sequnet_cli.config import AUDIO_INPUTS, AUDIO_OUTPUTS, DataConfig
+from sequnet_cli.config import AudioInput, AudioOutput, DataConfig
 from sequnet_cli.errors import ConfigError
 
 CLASSES = 256
@@ -40,19 +41,18 @@ _LOG_BIN = math.log(2 * _HALF_BIN)
 class AudioCoding:
     """The input and output coding of an audio network (see the module docstring)."""
 
-    input: str = "one-hot"
-    output: str = "softmax"
+    input: AudioInput = "one-hot"
+    output: AudioOutput = "softmax"
     mixtures: int = 10
 
     def __post_init__(self) -> None:
-        if self.input not in AUDIO_INPUTS:
-            raise ConfigError(
-                f"data.audio_input must be one of {', '.join(AUDIO_INPUTS)}, got '{self.input}'"
-            )
-        if self.output not in AUDIO_OUTPUTS:
-            raise ConfigError(
-                f"data.audio_output must be one of {', '.join(AUDIO_OUTPUTS)}, got '{self.output}'"
-            )
+        for key, value, hint in (
+            ("data.audio_input", self.input, AudioInput),
+            ("data.audio_output", self.output, AudioOutput),
+        ):
+            if value not in typing.get_args(hint):
+                choices = ", ".join(typing.get_args(hint))
+                raise ConfigError(f"{key} must be one of {choices}, got '{value}'")
         if self.mixtures < 1:
             raise ConfigError(f"data.mixtures must be 1 or more, got {self.mixtures}")
 

@@ -1,0 +1,255 @@
+"""The two measurements of `sequnet bench`: a training step, and streaming generation.
+
+Training: the mean time of the trainer's own step (`TrainingStep`: forward, loss, backward,
+clipping, optimizer and weight average) on a random batch the task builds, and its peak memory.
+What "memory" means depends on the device (`memory_measure` says it in words): on CUDA it is
+`torch.cuda.max_memory_allocated` over the training steps (weights included, as in the paper's
+Table 1); on a CPU each training measurement runs in a fresh Python process, and the figure is
+that process's peak resident set size minus its resident size once torch is imported and the
+network built: gradients, optimizer state, the batch, the activations, and whatever the
+allocator keeps. On Linux the peak is `VmHWM`, reset at that point through
+/proc/self/clear_refs, rather than `ru_maxrss`, which a child inherits from its parent's RSS at
+the fork. `activation_bytes` (tensors saved for the backward pass by one forward and loss,
+counted once per storage) is the same on every device and is the quantity paper §4 counts.
+
+Generation: samples (or frames) per second of a network's stream, stepped one input at a time
+in eval mode over whole clock cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models import CausalNetwork
+from sequnet_cli.config import RunConfig
+from sequnet_cli.devices import cpu_threads, synchronize
+from sequnet_cli.tasks import Batch, Task, task_for
+from sequnet_cli.training_step import TrainingStep
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One training measurement: the run config to build and train, on what batch, how long."""
+
+    config: RunConfig
+    batch_size: int
+    targets: int  # predicted elements per example
+    warmup_steps: int
+    steps: int
+    threads: int  # CPU threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingSpec:
+        return cls(**{**values, "config": RunConfig.from_dict(values["config"])})
+
+
+@dataclass(frozen=True)
+class TrainingMeasurement:
+    """Time and memory of full training steps."""
+
+    seconds_per_step: float  # mean over the timed steps
+    steps: int  # timed steps, after the warm-up
+    inputs: int  # input length per example
+    targets: int
+    peak_memory_bytes: int | None  # see `memory_measure`; None: not measured
+    activation_bytes: int  # tensors saved for backward by one forward and loss
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def memory_measure(device: torch.device, isolate: bool) -> str:
+    """What the peak-memory figures are, in words."""
+    if device.type == "cuda":
+        return (
+            "peak CUDA memory allocated by tensors during the training steps "
+            "(torch.cuda.max_memory_allocated: weights, gradients, Adam state, activations)"
+        )
+    if not isolate:
+        return "not measured (no fresh process per measurement)"
+    return (
+        "peak RSS growth of a fresh process over its baseline after importing torch and building "
+        "the model (Linux VmHWM, reset at the baseline, else ru_maxrss: gradients, Adam state, "
+        "batch, activations, allocator caches)"
+    )
+
+
+def measure_training(
+    spec: TrainingSpec, device: torch.device, isolate: bool = True
+) -> TrainingMeasurement:
+    """Training time and memory; on a CPU in a fresh process unless `isolate` is False
+    (then the peak memory is not measured)."""
+    if device.type == "cpu" and isolate:
+        return train_in_fresh_process(spec)
+    with cpu_threads(spec.threads):
+        return train_here(spec, device)
+
+
+def train_here(
+    spec: TrainingSpec, device: torch.device, measure_rss: bool = False
+) -> TrainingMeasurement:
+    """Run the measurement in this process. Memory: CUDA's peak, or with `measure_rss` the peak
+    RSS growth since the network was built (meaningful only in a fresh process), else None."""
+    torch.manual_seed(0)
+    task = task_for(spec.config)
+    network = task.build_network().to(device).train()
+    if measure_rss:
+        _reset_peak_rss()
+    baseline = _peak_rss_bytes()
+    step = TrainingStep(network, task, spec.config.train)
+    generator = torch.Generator().manual_seed(0)
+    batch = task.random_batch(spec.batch_size, spec.targets, network.receptive_field, generator)
+    batch = batch.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(spec.warmup_steps):
+        step(batch)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(spec.steps):
+        step(batch)
+    synchronize(device)
+    seconds = (time.perf_counter() - start) / max(spec.steps, 1)
+    peak: int | None = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    elif measure_rss:
+        peak = _peak_rss_bytes() - baseline
+    activations = saved_activation_bytes(network, task, batch)
+    inputs = batch.x.shape[-1]
+    return TrainingMeasurement(seconds, spec.steps, inputs, spec.targets, peak, activations)
+
+
+def saved_activation_bytes(network: CausalNetwork, task: Task, batch: Batch) -> int:
+    """Bytes of the non-parameter tensors autograd saves for backward in one forward and loss."""
+    parameters = {parameter.untyped_storage().data_ptr() for parameter in network.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        task.loss_sum(network, batch)
+    return sum(saved.values())
+
+
+_CHILD = "from sequnet_cli.bench.measure import training_child; training_child()"
+
+
+def train_in_fresh_process(spec: TrainingSpec) -> TrainingMeasurement:
+    """Run a CPU measurement in a new Python process, so that its peak RSS is its own."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=json.dumps(spec.to_dict()),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        if done.returncode < 0:
+            reason = [f"killed by signal {-done.returncode} (out of memory?)"]
+        architecture = spec.config.model.architecture
+        raise RuntimeError(f"the {architecture} training measurement failed: {reason[0]}")
+    return TrainingMeasurement(**json.loads(done.stdout))
+
+
+def training_child() -> None:
+    """Entry point of the fresh process: a `TrainingSpec` as JSON on stdin, the result on stdout."""
+    spec = TrainingSpec.from_dict(json.loads(sys.stdin.read()))
+    torch.set_num_threads(spec.threads)
+    measurement = train_here(spec, torch.device("cpu"), measure_rss=True)
+    sys.stdout.write(json.dumps(measurement.to_json()))  # a pipe to the parent, not the terminal
+
+
+def _reset_peak_rss() -> None:
+    """Lower this process's RSS high-water mark to its current RSS (Linux): without it, a
+    transient peak while importing would hide any smaller growth that follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass  # elsewhere the earlier peak stays; the growth then reads low, never high
+
+
+def _peak_rss_bytes() -> int:
+    """The peak resident set size: `VmHWM` on Linux (which `_reset_peak_rss` resets), else
+    `ru_maxrss` (KiB, or bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
+    import resource  # POSIX only; imported here so the app still starts elsewhere
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+@dataclass(frozen=True)
+class GenerationMeasurement:
+    """Streaming speed: `steps` calls of `stream.step` (each one element for B streams)."""
+
+    batch_size: int
+    threads: int
+    steps: int  # timed steps: a whole number of clock cycles, after a warm-up cycle
+    seconds: float
+    cycle: int  # steps per clock cycle (2**blocks for a Seq-U-Net, 1 otherwise)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+    @property
+    def samples_per_second(self) -> float:
+        """Elements generated per second over the whole batch."""
+        return self.steps * self.batch_size / self.seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "samples_per_second": self.samples_per_second}
+
+
+def measure_generation(
+    network: CausalNetwork,
+    task: Task,
+    batch_size: int,
+    device: torch.device,
+    *,
+    min_seconds: float,
+    threads: int,
+) -> GenerationMeasurement:
+    """Time `network.stream(batch_size).step` in eval mode: one warm-up chunk, then whole chunks
+    (a multiple of the clock cycle, at least 64 steps) until `min_seconds` have passed."""
+    network.eval()
+    stream = network.stream(batch_size, device=device)
+    cycle = network.clock_cycle
+    chunk = max(cycle, 64)  # a multiple of the cycle, which is a power of two
+    inputs = task.random_inputs(64, batch_size, torch.Generator().manual_seed(0)).to(device)
+    with cpu_threads(threads):
+        for t in range(chunk):
+            stream.step(inputs[t % 64])
+        synchronize(device)
+        steps, start = 0, time.perf_counter()
+        while steps == 0 or time.perf_counter() - start < min_seconds:
+            for t in range(chunk):
+                stream.step(inputs[t % 64])
+            steps += chunk
+            synchronize(device)
+        seconds = time.perf_counter() - start
+    return GenerationMeasurement(batch_size, threads, steps, seconds, cycle)

@@ -1,0 +1,142 @@
+"""What `sequnet bench` measures: the two networks of a preset, resolved as `train` resolves
+them, the sizes of every measurement, and the sweep's pairs of networks.
+
+Both sides are full run configs: the benchmarked networks are built by their task, trained by
+the trainer's `TrainingStep` on the task's random batches, exactly as `sequnet train` would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from models import NetworkConfig, build_network
+from sequnet_cli.config import ModelConfig, RunConfig, TrainConfig, load_preset, resolve
+from sequnet_cli.devices import resolve_device
+from sequnet_cli.errors import ConfigError
+from sequnet_cli.tasks import Task, task_for
+
+SEQUNET_VARIANT = "sequnet"  # the preset table that holds its Seq-U-Net
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    """How much work each measurement does: `bench_sizes` gives the paper's or the quick ones."""
+
+    warmup_steps: int = 2  # untimed training steps first (allocator, cuDNN autotuning)
+    train_steps: int = 5  # timed training steps; their mean is reported
+    generation_seconds: float = 3.0  # whole clock cycles are timed until at least this long
+    width_scale: float = 1.0  # multiplies every feature width of both networks
+    targets: int = 300  # predicted elements per training example
+    batch_size: int | None = None  # None: the preset's shared [train] batch size
+    sweep_levels: tuple[int, ...] = tuple(range(2, 12))  # Seq-U-Net resolutions per point
+    sweep_width: int | None = None  # None: the Seq-U-Net's width (after width_scale)
+    sweep_targets: int | None = None  # None: the training targets
+    sweep_batch_size: int = 1
+    isolate: bool = True  # CPU: a fresh process per training measurement, to read its peak RSS
+
+
+def bench_sizes(task: Task, quick: bool) -> BenchSizes:
+    """Full paper sizes (meant for a GPU), or `--quick` ones that run on a CPU in minutes; the
+    task decides the shape of its batches."""
+    shape = task.bench_shape(quick)
+    return BenchSizes(
+        warmup_steps=1 if quick else 2,
+        train_steps=3 if quick else 5,
+        generation_seconds=1.0 if quick else 3.0,
+        width_scale=shape.width_scale,
+        targets=shape.targets,
+        batch_size=shape.batch_size,
+        sweep_levels=shape.sweep_levels,
+        sweep_width=shape.sweep_width,
+        sweep_targets=shape.sweep_targets,
+    )
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """The resolved inputs of one bench run."""
+
+    sequnet: RunConfig
+    baseline: RunConfig
+    task: Task
+    sizes: BenchSizes
+    device: torch.device
+    batch_size: int
+    threads: dict[str, int]  # "training", "generation_batch_1", "generation_batch"
+
+    @property
+    def targets(self) -> int:
+        return self.sizes.targets
+
+
+def make_plan(
+    preset: str,
+    vs: str | None,
+    device: str | None,
+    batch_size: int | None,
+    threads: int | None,
+    quick: bool,
+    sizes: BenchSizes | None,
+) -> BenchPlan:
+    """Resolve the preset's Seq-U-Net and its baseline (`vs`, default: the preset's other
+    model), the device, the sizes and the thread counts."""
+    file = load_preset(preset)
+    if SEQUNET_VARIANT not in file.variants:
+        raise ConfigError(f"preset {file.name} has no [{SEQUNET_VARIANT}] model to benchmark")
+    others = [name for name in file.variants if name != SEQUNET_VARIANT]
+    if vs is None and not others:
+        raise ConfigError(f"preset {file.name} has no baseline model to compare with")
+    ours = resolve(file, SEQUNET_VARIANT, [])
+    theirs = resolve(file, vs or others[0], [])
+    task = task_for(ours)
+    target = resolve_device(device)
+    sizes = sizes or bench_sizes(task, quick)
+    # The preset's shared batch size, not a variant's override: both models get the same batch.
+    shared = int(file.train.get("batch_size", TrainConfig.batch_size))
+    default = torch.get_num_threads()
+    counts = {
+        "training": threads or default,
+        "generation_batch_1": threads or 1,  # one thread was faster for small step matrices
+        "generation_batch": threads or default,
+    }
+    return BenchPlan(
+        sequnet=with_network(ours, ours.model.network.scaled(sizes.width_scale)),
+        baseline=with_network(theirs, theirs.model.network.scaled(sizes.width_scale)),
+        task=task,
+        sizes=sizes,
+        device=target,
+        batch_size=batch_size or sizes.batch_size or shared,
+        threads=counts,
+    )
+
+
+def with_network(config: RunConfig, network: NetworkConfig) -> RunConfig:
+    """`config` with another network of the same architecture."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, network=network))
+
+
+def sweep_pair(
+    sequnet: ModelConfig, baseline: ModelConfig, levels: int, width: int
+) -> tuple[NetworkConfig, NetworkConfig]:
+    """A Seq-U-Net with `levels` resolutions and the baseline of the same width whose depth
+    brings its receptive field closest (in ratio) to the Seq-U-Net's."""
+    ours = sequnet.network.with_stages(levels, width)
+    goal = math.log(receptive_field(sequnet.architecture, ours))
+
+    def distance(count: int) -> float:
+        candidate = baseline.network.with_stages(count, width)
+        return abs(math.log(receptive_field(baseline.architecture, candidate)) - goal)
+
+    count = min(range(1, 21), key=distance)
+    return ours, baseline.network.with_stages(count, width)
+
+
+def receptive_field(architecture: str, network: NetworkConfig) -> int:
+    """The receptive field of a network config, read from a two-feature copy (cheap): the
+    field depends on the depth and kernels, not on the widths."""
+    narrow = network.with_stages(network.stages, 2)
+    return build_network(architecture, 1, 1, narrow).receptive_field

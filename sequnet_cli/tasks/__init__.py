@@ -1,0 +1,197 @@
+"""Tasks: one kind of data each, behind one protocol, found by name (DESIGN.md, "Tasks").
+
+A task wraps a network for one kind of data; the network never knows the data type. The task
+owns everything that depends on the kind: the network's channel widths, the training data and
+its batches, the loss and the metric, the random batches `sequnet bench` times, the sampler
+that draws the next element during generation, and the writer of the generated files. Nothing
+outside the task modules asks which kind of data a run has.
+
+Adding a kind of data is one module here (a class with the `Task` interface, registered in
+`TASK_CLASSES`), one module in `sequnet_cli.data`, and presets. Tasks are imported when first
+used, so that reading presets and `sequnet --help` do not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import Tensor
+
+    from models import CausalNetwork
+    from sequnet_cli.config import RunConfig
+    from sequnet_cli.generation import SampleRequest
+
+# Task name (as written in presets) -> "module:class".
+TASK_CLASSES: dict[str, str] = {
+    "piano-roll": "sequnet_cli.tasks.piano_roll:PianoRollTask",
+    "audio": "sequnet_cli.tasks.audio:AudioTask",
+}
+TASK_NAMES = tuple(TASK_CLASSES)
+
+Progress = Callable[[int], None]  # called with the number of new elements
+FileProgress = Callable[[int, int, Path], None]  # (files done, total, the next file)
+
+
+@dataclass
+class Batch:
+    """Network input `x: (B, C, T)`, targets, and a mask of the predicted positions."""
+
+    x: Tensor
+    target: Tensor
+    mask: Tensor  # (B, T_out) float, 1 where a prediction counts
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum().item())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.x.to(device), self.target.to(device), self.mask.to(device))
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """How `sequnet bench` sizes a task's training measurements."""
+
+    targets: int  # predicted elements per example
+    batch_size: int | None = None  # None: the preset's shared [train] batch size
+    width_scale: float = 1.0  # multiplies every feature width of both networks
+    sweep_levels: tuple[int, ...] = tuple(range(2, 11))  # Seq-U-Net resolutions per sweep point
+    sweep_width: int | None = None  # None: the Seq-U-Net's width (after width_scale)
+    sweep_targets: int | None = None  # None: `targets`
+
+
+class TaskData(Protocol):
+    """A task's dataset: its splits as batches."""
+
+    splits: Container[str]  # the splits it holds (of train, valid, test)
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+    ) -> Iterator[Batch]:
+        """Training batches (with `generator`), else the split's evaluation batches.
+
+        `skip`: training batches of this epoch already done (a resumed run); not built.
+        """
+        ...
+
+    def epoch_batches(self, batch_size: int) -> int:
+        """Optimizer steps in one training epoch."""
+        ...
+
+    def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
+        """The generator that draws epoch `epoch`'s training batches: a fresh one seeded by
+        `(seed, epoch)`, or `running`, whose state the trainer checkpoints."""
+        ...
+
+
+class Sampler(Protocol):
+    """Draws generated elements from a network's outputs, one time step at a time."""
+
+    def first_input(self) -> Tensor:
+        """The input at t = 0 without a primer: `(B, in_channels)`."""
+        ...
+
+    def encode(self, primer: np.ndarray) -> Tensor:
+        """A primer in the task's storage form as network input `(1, in_channels, P)`."""
+        ...
+
+    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        """From one output `(B, out_channels)`: the drawn elements (stored) and the next
+        input `(B, in_channels)`."""
+        ...
+
+
+class Task(Protocol):
+    """One kind of data; see the module docstring."""
+
+    name: str
+    metric: str  # short name of the metric, e.g. "NLL"
+    metric_title: str  # with its unit, e.g. "NLL (nats/frame)"
+    unit: str  # what one predicted element is called: "frames", "samples"
+    output_suffix: str  # of generated files: ".mid", ".wav"
+    in_channels: int
+    out_channels: int
+    sample_rate: int | None  # elements per second of real time, when fixed (audio)
+
+    def build_network(self) -> CausalNetwork:
+        """The run's network with the task's input and output widths."""
+        ...
+
+    def open_data(
+        self,
+        data: Path | None,
+        data_dir: Path | None,
+        receptive_field: int,
+        progress: FileProgress | None = None,
+    ) -> TaskData:
+        """Load the run's data (`data` replaces the preset's dataset); `progress` is told
+        about each file decoded."""
+        ...
+
+    def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
+        """Summed negative log-likelihood (nats) of the batch's predicted elements."""
+        ...
+
+    def score(self, nats: float, count: int) -> float:
+        """The metric from a total NLL in nats over `count` predicted elements."""
+        ...
+
+    def random_batch(
+        self, batch_size: int, targets: int, receptive_field: int, generator: torch.Generator
+    ) -> Batch:
+        """A batch of random data shaped as training batches are, with `targets` predicted
+        elements per example (what `sequnet bench` times)."""
+        ...
+
+    def random_inputs(self, steps: int, batch_size: int, generator: torch.Generator) -> Tensor:
+        """`steps` random stream inputs `(steps, B, in_channels)`, as generation feeds them."""
+        ...
+
+    def bench_shape(self, quick: bool) -> BenchShape:
+        """The sizes `sequnet bench` measures at: the paper's, or `--quick` ones for a CPU."""
+        ...
+
+    def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
+        """How many elements `sequnet sample` generates for its `--steps` or `--seconds`."""
+        ...
+
+    def read_primer(self, path: Path) -> np.ndarray:
+        """A primer file in the task's storage form (as the training data was read)."""
+        ...
+
+    def sampler(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> Sampler:
+        """A seeded sampler for `count` sequences at once."""
+        ...
+
+    def write(
+        self, output: np.ndarray, primer: np.ndarray | None, path: Path, request: SampleRequest
+    ) -> str:
+        """Write one generated sequence (after `primer`, if given) to `path`; returns a
+        one-line summary of what was written."""
+        ...
+
+    def play(self, output: np.ndarray, primer: np.ndarray | None) -> None:
+        """Play one generated sequence, or say why not (`DeviceError`, or a warning)."""
+        ...
+
+
+def task_for(config: RunConfig) -> Task:
+    """The task of a run config (its `task` key names it)."""
+    if config.task not in TASK_CLASSES:
+        from sequnet_cli.errors import ConfigError
+
+        raise ConfigError(f"unknown task '{config.task}'; known: {', '.join(TASK_NAMES)}")
+    module, _, name = TASK_CLASSES[config.task].partition(":")
+    task_class: Callable[[RunConfig], Task] = getattr(importlib.import_module(module), name)
+    return task_class(config)

@@ -1,0 +1,239 @@
+"""The raw-audio task: 8-bit mu-law samples at 16 kHz (paper §4.2; DESIGN.md, "Tasks").
+
+Samples (256 classes) go in and a distribution over the 256 classes comes out, through the
+run's `AudioCoding` (one-hot in and a softmax out, as in the paper, unless the preset chooses
+otherwise). Training excerpts are `receptive field + excerpt_targets` samples long; the loss is
+the cross-entropy of the last `excerpt_targets` samples, computed in valid mode, and the metric
+is bits per audio sample. An "epoch" is `eval_every` (else 500) random batches; evaluation uses
+fixed, seeded excerpts. Samples are written as 16-bit WAV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models import CausalNetwork, build_network
+from sequnet_cli.audio_io import audio_stats, play, write_wav
+from sequnet_cli.config import RunConfig
+from sequnet_cli.data.audio import (
+    SILENCE_CODE,
+    AudioCorpus,
+    load_audio,
+    mu_law_decode,
+    mu_law_encode,
+)
+from sequnet_cli.errors import DataError
+from sequnet_cli.tasks import Batch, BenchShape, FileProgress
+from sequnet_cli.tasks.audio_coding import CLASSES, AudioCoding
+
+if TYPE_CHECKING:
+    from sequnet_cli.generation import SampleRequest
+
+DEFAULT_SECONDS = 2.0  # generated when neither --steps nor --seconds is given
+DEFAULT_STEPS_PER_EPOCH = 500
+EVALUATION_SEED = 1234  # the fixed evaluation excerpts
+
+
+class AudioTask:
+    """Raw audio as 8-bit mu-law classes; see the module docstring."""
+
+    name = "audio"
+    metric = "bpa"
+    metric_title = "bits per audio sample"
+    unit = "samples"
+    output_suffix = ".wav"
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.coding = AudioCoding.of(config.data)
+        self.in_channels, self.out_channels = self.coding.in_channels, self.coding.out_channels
+        self.sample_rate = config.data.sample_rate
+
+    def build_network(self) -> CausalNetwork:
+        model = self.config.model
+        return build_network(model.architecture, self.in_channels, self.out_channels, model.network)
+
+    def open_data(
+        self,
+        data: Path | None,
+        data_dir: Path | None,
+        receptive_field: int,
+        progress: FileProgress | None = None,
+    ) -> AudioData:
+        dataset = str(data) if data is not None else self.config.data.dataset
+        folder = Path(dataset).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"audio dataset '{dataset}' is not a folder; point --data at a folder of "
+                "recordings (WAV, FLAC, OGG, ...), e.g. an unpacked MAESTRO download"
+            )
+        corpus = AudioCorpus.open(
+            folder, self.sample_rate, self.config.data.test_fraction, progress
+        )
+        return AudioData(self, corpus, receptive_field)
+
+    def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
+        """Summed cross-entropy (nats) of the batch's targets, computed in valid mode."""
+        output = network(batch.x, outputs=batch.target.shape[-1])  # (B, C, N)
+        return self.coding.nll(output, batch.target)
+
+    @staticmethod
+    def score(nats: float, count: int) -> float:
+        """The metric: bits per predicted audio sample."""
+        return nats / max(count, 1) / math.log(2)
+
+    def collate(self, codes: Tensor, targets: int) -> Batch:
+        """`codes: (B, L)` int64 -> coded inputs of all but the last, the last `targets`
+        as targets."""
+        x = self.coding.encode(codes[:, :-1])  # (B, C, L - 1)
+        target = codes[:, -targets:]  # (B, N)
+        return Batch(x, target, torch.ones(target.shape, dtype=torch.float32))
+
+    def random_batch(
+        self, batch_size: int, targets: int, receptive_field: int, generator: torch.Generator
+    ) -> Batch:
+        """Uniformly random samples: excerpts of `receptive_field + targets` classes."""
+        length = receptive_field + targets
+        codes = torch.randint(0, CLASSES, (batch_size, length), generator=generator)
+        return self.collate(codes, targets)
+
+    def random_inputs(self, steps: int, batch_size: int, generator: torch.Generator) -> Tensor:
+        codes = torch.randint(0, CLASSES, (steps * batch_size, 1), generator=generator)
+        coded = self.coding.encode(codes)  # (steps * B, C, 1)
+        return coded.reshape(steps, batch_size, self.in_channels)
+
+    def bench_shape(self, quick: bool) -> BenchShape:
+        """The preset's excerpts at batch 2 (the paper's Table 1). `--quick`: a quarter of the
+        width and a fifth of the targets; the depth, which decides the ratios, stays."""
+        if quick:
+            return BenchShape(
+                targets=1000, batch_size=2, width_scale=0.25, sweep_levels=(2, 4, 6, 8),
+                sweep_width=32, sweep_targets=500,
+            )  # fmt: skip
+        return BenchShape(
+            targets=self.config.data.excerpt_targets, batch_size=2, sweep_levels=tuple(range(2, 12))
+        )
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
+        if steps is not None:
+            return steps
+        return round((seconds or DEFAULT_SECONDS) * self.sample_rate)
+
+    def read_primer(self, path: Path) -> np.ndarray:
+        """An audio file as mu-law codes at the model's rate: `(P,)` uint8."""
+        return mu_law_encode(load_audio(path, self.sample_rate))
+
+    def sampler(
+        self, network: CausalNetwork, count: int, temperature: float, seed: int
+    ) -> AudioSampler:
+        return AudioSampler(network, self.coding, count, temperature, seed)
+
+    def waveform(self, codes: np.ndarray, primer: np.ndarray | None) -> np.ndarray:
+        """Float audio `(T,)` of generated codes, after the primer's if one is given."""
+        if primer is not None:
+            codes = np.concatenate([primer, codes])
+        return mu_law_decode(codes)
+
+    def write(
+        self, codes: np.ndarray, primer: np.ndarray | None, path: Path, request: SampleRequest
+    ) -> str:
+        """Write one generated sequence (after its primer) as 16-bit WAV; returns a summary."""
+        waveform = self.waveform(codes, primer)
+        write_wav(path, waveform, self.sample_rate)
+        stats = audio_stats(waveform, self.sample_rate)
+        return (
+            f"{len(waveform) / self.sample_rate:.2f} s at {self.sample_rate} Hz; "
+            f"rms {stats['rms']:.3f}, peak {stats['peak']:.3f}, "
+            f"spectral centroid {stats['spectral_centroid_hz']:.0f} Hz"
+        )
+
+    def play(self, codes: np.ndarray, primer: np.ndarray | None) -> None:
+        """Play one generated sequence; raises `DeviceError` without an output device."""
+        play(self.waveform(codes, primer), self.sample_rate)
+
+
+class AudioSampler:
+    """Draws one of the 256 classes per sequence from the softmax of the log-probabilities
+    over the temperature, by inverting the CDF at one uniform number (much cheaper than
+    `torch.multinomial`)."""
+
+    def __init__(
+        self, network: CausalNetwork, coding: AudioCoding, count: int, temperature: float, seed: int
+    ) -> None:
+        self.device = next(network.parameters()).device
+        self.coding, self.count, self.temperature = coding, count, temperature
+        self.context = network.receptive_field  # primer samples that can still matter
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.step_input = torch.zeros(count, coding.in_channels, device=self.device)  # reused
+        self.uniform = torch.empty(count, 1, device=self.device)
+
+    def first_input(self) -> Tensor:
+        silence = torch.full((self.count, 1), SILENCE_CODE, device=self.device)
+        return self.coding.encode_step(silence, self.step_input)
+
+    def encode(self, primer: np.ndarray) -> Tensor:
+        codes = torch.from_numpy(np.asarray(primer[-self.context :], dtype=np.int64))
+        return self.coding.encode(codes.unsqueeze(0).to(self.device))  # (1, C, P)
+
+    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        log_probs = self.coding.log_probs(output)  # (B, 256)
+        cumulative = torch.softmax(log_probs / self.temperature, dim=-1).cumsum_(dim=-1)
+        drawn = self.uniform.uniform_(generator=self.generator) * cumulative[:, -1:]
+        codes = torch.searchsorted(cumulative, drawn).clamp_(max=CLASSES - 1)  # (B, 1)
+        return codes[:, 0].to(torch.uint8), self.coding.encode_step(codes, self.step_input)
+
+
+class AudioData:
+    """An audio corpus as training batches of random excerpts and fixed evaluation excerpts.
+
+    Validation uses the corpus's held-out files (its `test` split).
+    """
+
+    def __init__(self, task: AudioTask, corpus: AudioCorpus, receptive_field: int) -> None:
+        self.task, self.corpus = task, corpus
+        self.targets = task.config.data.excerpt_targets
+        # R - 1 context and N targets as inputs, then the last target.
+        self.length = receptive_field + self.targets
+        self.eval_batches = task.config.train.eval_batches
+        self.steps_per_epoch = task.config.train.eval_every or DEFAULT_STEPS_PER_EPOCH
+        self.splits = ("train", "test")
+        self._fixed: dict[tuple[str, int], Tensor] = {}  # evaluation excerpts by (split, batch)
+
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
+    ) -> Iterator[Batch]:
+        """Random excerpts for training (with `generator`), or the fixed, seeded excerpts.
+
+        `skip`: training batches of this period already done; the generator's state already
+        reflects them, so nothing is drawn for them.
+        """
+        data = self.corpus.train if split == "train" else self.corpus.test
+        if generator is not None:
+            for _ in range(skip, self.steps_per_epoch):
+                codes = data.random_excerpts(batch_size, self.length, generator)
+                yield self.task.collate(codes, self.targets)
+            return
+        key = (split, batch_size)
+        if key not in self._fixed:  # the same excerpts at every evaluation: read them once
+            self._fixed[key] = data.fixed_excerpts(
+                self.eval_batches * batch_size, self.length, seed=EVALUATION_SEED
+            )
+        codes = self._fixed[key]
+        for start in range(0, codes.shape[0], batch_size):
+            yield self.task.collate(codes[start : start + batch_size], self.targets)
+
+    def epoch_batches(self, batch_size: int) -> int:
+        return self.steps_per_epoch
+
+    def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
+        """One stream of random excerpts across epochs; the trainer checkpoints its state."""
+        return running

@@ -1,0 +1,242 @@
+"""The piano-roll task: 88 binary pitches per frame (DESIGN.md, "Tasks").
+
+Input per step: the 88 pitches of a frame (MIDI 21-108); output: 88 logits, one independent
+Bernoulli per pitch for the next frame. The loss is the binary cross-entropy summed over
+pitches and averaged over predicted frames; the metric is the frame-wise negative
+log-likelihood in nats: per piece, frames 1..T-1 are predicted from 0..T-2, the total over a
+split is divided by the number of predicted frames (Boulanger-Lewandowski 2012, TCN and the
+paper). Batches are padded at the end: causal networks never see the padding of earlier frames
+and a mask keeps it out of the loss and the metric.
+
+Data: a benchmark key (`jsb`, `nottingham`, `musedata`, `piano-midi`), a `.mat` or
+Boulanger-Lewandowski `.pickle` file, or a folder of MIDI files. Samples are written as MIDI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models import CausalNetwork, build_network
+from sequnet_cli.config import DataConfig, RunConfig
+from sequnet_cli.data.midi import load_midi_folder, midi_to_roll, roll_to_midi, write_midi
+from sequnet_cli.data.polyphonic import BENCHMARKS, load_benchmark, load_mat, load_pickle
+from sequnet_cli.data.rolls import PITCHES, PianoRollSplits
+from sequnet_cli.errors import DataError, warn
+from sequnet_cli.tasks import Batch, BenchShape, FileProgress
+
+if TYPE_CHECKING:
+    from sequnet_cli.generation import SampleRequest
+
+EVAL_BATCH = 16  # pieces per evaluation pass, at least
+DEFAULT_FRAMES = 128  # generated when neither --steps nor --seconds is given
+RELEASED_SUFFIXES = (".mat", ".pickle", ".pkl")
+RELEASED_FRAMES_PER_BEAT = 2  # how the released benchmark rolls are played back
+
+
+class PianoRollTask:
+    """Frame-by-frame piano rolls; see the module docstring."""
+
+    name = "piano-roll"
+    metric = "NLL"
+    metric_title = "NLL (nats/frame)"
+    unit = "frames"
+    output_suffix = ".mid"
+    in_channels = out_channels = PITCHES
+    sample_rate = None  # frames have no fixed rate: they follow the beat
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def build_network(self) -> CausalNetwork:
+        model = self.config.model
+        return build_network(model.architecture, PITCHES, PITCHES, model.network)
+
+    def open_data(
+        self,
+        data: Path | None,
+        data_dir: Path | None,
+        receptive_field: int,
+        progress: FileProgress | None = None,
+    ) -> PianoRollData:
+        dataset = str(data) if data is not None else self.config.data.dataset
+        splits = load_piano_rolls(dataset, data_dir, self.config.data, progress)
+        return PianoRollData({"train": splits.train, "valid": splits.valid, "test": splits.test})
+
+    def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
+        """Summed negative log-likelihood (nats) of the batch's predicted frames."""
+        logits = network(batch.x)  # (B, 88, T - 1)
+        bce = F.binary_cross_entropy_with_logits(logits, batch.target, reduction="none")
+        return (bce.sum(1) * batch.mask).sum()  # summed over pitches, then unpadded frames
+
+    @staticmethod
+    def score(nats: float, count: int) -> float:
+        """The metric: nats per predicted frame."""
+        return nats / max(count, 1)
+
+    def random_batch(
+        self, batch_size: int, targets: int, receptive_field: int, generator: torch.Generator
+    ) -> Batch:
+        """Pieces of `targets + 1` random frames (about 9 notes each), predicted whole as in
+        training; the receptive field does not matter for pieces trained from their start."""
+        rolls = (torch.rand(batch_size, PITCHES, targets + 1, generator=generator) < 0.1).float()
+        mask = torch.ones(batch_size, targets)
+        return Batch(rolls[..., :-1].contiguous(), rolls[..., 1:].contiguous(), mask)
+
+    def random_inputs(self, steps: int, batch_size: int, generator: torch.Generator) -> Tensor:
+        return (torch.rand(steps, batch_size, PITCHES, generator=generator) < 0.1).float()
+
+    def bench_shape(self, quick: bool) -> BenchShape:
+        """Pieces of a few hundred frames at the preset's batch size (the paper's Table 1)."""
+        if quick:
+            return BenchShape(targets=200, sweep_levels=(2, 4, 6, 8), sweep_width=64)
+        return BenchShape(targets=300)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    @property
+    def frames_per_beat(self) -> int:
+        """How the training rolls were framed: the released benchmark rolls at two frames per
+        beat, the user's MIDI folders at `data.frames_per_beat`. Read from the stored config,
+        not from the disk."""
+        dataset = self.config.data.dataset
+        released = dataset in BENCHMARKS or Path(dataset).suffix.lower() in RELEASED_SUFFIXES
+        return RELEASED_FRAMES_PER_BEAT if released else self.config.data.frames_per_beat
+
+    def frame_seconds(self, tempo: float) -> float:
+        """Length of one frame when played at `tempo` beats per minute."""
+        if self.config.data.frame_seconds > 0:
+            return self.config.data.frame_seconds
+        return 60.0 / tempo / self.frames_per_beat
+
+    def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
+        if steps is not None:
+            return steps
+        return round(seconds / self.frame_seconds(tempo)) if seconds else DEFAULT_FRAMES
+
+    def read_primer(self, path: Path) -> np.ndarray:
+        """A MIDI file framed exactly as the training files: `(P, 88)` bool."""
+        roll = midi_to_roll(path, self.frames_per_beat, self.config.data.frame_seconds)
+        if not roll.any():
+            raise DataError(f"the primer {path} has no notes in the piano range; pass another")
+        return roll
+
+    def sampler(
+        self, network: CausalNetwork, count: int, temperature: float, seed: int
+    ) -> PianoRollSampler:
+        return PianoRollSampler(network, count, temperature, seed)
+
+    def write(
+        self, roll: np.ndarray, primer: np.ndarray | None, path: Path, request: SampleRequest
+    ) -> str:
+        """Write one generated `(T, 88)` roll (after its primer) as MIDI; returns a summary."""
+        full = np.concatenate([primer, roll]) if primer is not None else roll
+        frame = self.frame_seconds(request.tempo)
+        write_midi(roll_to_midi(full, frame, program=request.program, tempo=request.tempo), path)
+        onsets = np.diff(np.pad(full.astype(np.int8), ((1, 0), (0, 0))), axis=0) == 1
+        return (
+            f"{len(full)} frames, {len(full) * frame:.1f} s, {int(np.count_nonzero(onsets))} notes"
+        )
+
+    def play(self, output: np.ndarray, primer: np.ndarray | None) -> None:
+        warn("--play plays audio models only; open the MIDI file in a player or a DAW")
+
+
+class PianoRollSampler:
+    """Draws every pitch independently from the sigmoid of its logit over the temperature."""
+
+    def __init__(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> None:
+        self.device = next(network.parameters()).device
+        self.count, self.temperature = count, temperature
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def first_input(self) -> Tensor:
+        return torch.zeros(self.count, PITCHES, device=self.device)  # silence at t = 0
+
+    def encode(self, primer: np.ndarray) -> Tensor:
+        roll = torch.from_numpy(np.asarray(primer, dtype=np.float32).T)  # (88, P)
+        return roll.unsqueeze(0).to(self.device)
+
+    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        probabilities = torch.sigmoid(output / self.temperature)  # (B, 88)
+        frame = torch.bernoulli(probabilities, generator=self.generator)
+        return frame.bool(), frame
+
+
+class PianoRollData:
+    """Pieces per split, `(T, 88)` bool arrays; pieces shorter than two frames are dropped."""
+
+    def __init__(self, splits: dict[str, list[np.ndarray]]) -> None:
+        self.splits = {name: [p for p in pieces if len(p) >= 2] for name, pieces in splits.items()}
+        if not self.splits.get("train"):
+            raise DataError(
+                "the training split has no piece with two or more frames; nothing to learn"
+            )
+
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
+    ) -> Iterator[Batch]:
+        """One pass over a split: shuffled with `generator`, else sorted by length (less
+        padding) in batches of at least `EVAL_BATCH`."""
+        pieces = self.splits.get(split, [])
+        if generator is not None:
+            order = torch.randperm(len(pieces), generator=generator).tolist()
+        else:
+            order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+            # Padding is masked, so evaluation batches change no score; sorted by length they
+            # pad little, and a few pieces per pass are much faster than one.
+            batch_size = max(batch_size, EVAL_BATCH)
+        for start in range(skip * batch_size, len(order), batch_size):
+            yield self.collate([pieces[i] for i in order[start : start + batch_size]])
+
+    @staticmethod
+    def collate(pieces: list[np.ndarray]) -> Batch:
+        """Pad pieces `(T_i, 88)` into input frames 0..T-2 and targets 1..T-1."""
+        longest = max(len(p) for p in pieces)
+        rolls = torch.zeros(len(pieces), PITCHES, longest)
+        mask = torch.zeros(len(pieces), longest - 1)
+        for row, piece in enumerate(pieces):
+            rolls[row, :, : len(piece)] = torch.from_numpy(np.asarray(piece, dtype=np.float32).T)
+            mask[row, : len(piece) - 1] = 1.0
+        return Batch(rolls[..., :-1], rolls[..., 1:], mask)
+
+    def epoch_batches(self, batch_size: int) -> int:
+        return math.ceil(len(self.splits["train"]) / batch_size)
+
+    def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
+        """A fresh order per epoch, seeded by (seed, epoch): a resumed epoch repeats it."""
+        return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def load_piano_rolls(
+    dataset: str,
+    data_dir: Path | None,
+    config: DataConfig,
+    progress: FileProgress | None = None,
+) -> PianoRollSplits:
+    """Load `dataset`: a benchmark key, a `.mat` or `.pickle`/`.pkl` file, or a MIDI folder."""
+    if dataset in BENCHMARKS:
+        return load_benchmark(dataset, data_dir)
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return load_midi_folder(path, config, progress)
+    if path.is_file() and path.suffix.lower() == ".mat":
+        return load_mat(path)
+    if path.is_file() and path.suffix.lower() in (".pickle", ".pkl"):
+        return load_pickle(path)
+    if path.exists():
+        raise DataError(
+            f"{path} is not a piano-roll dataset; use a folder of MIDI files, "
+            "a .mat file (traindata/validdata/testdata) or a Boulanger-Lewandowski .pickle"
+        )
+    raise DataError(
+        f"dataset '{dataset}' is neither a benchmark ({', '.join(BENCHMARKS)}) "
+        "nor an existing file or folder; check the name or the path"
+    )
