@@ -34,7 +34,10 @@ from sequnet_cli.errors import CheckpointError, ConfigError, warn
 from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import runs_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored convolution kernels time-major, `(out, K, in)`; version 2 stores them as
+# PyTorch's convolutions do, `(out, in, K)`. Version 1 files are converted when read.
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 Which = Literal["best", "last"]
 _TIME_FORMAT = "%Y%m%d-%H%M%S"
@@ -237,15 +240,39 @@ def _read_checkpoint(
         ) from error
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a sequnet checkpoint (no format_version)")
-    if state["format_version"] != FORMAT_VERSION:
+    version = state["format_version"]
+    if version not in READABLE_VERSIONS or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {state['format_version']!r}, this sequnet "
-            f"reads version {FORMAT_VERSION}; use the sequnet version that wrote it, or retrain"
+            f"{path} has checkpoint format version {version!r}, this sequnet reads version "
+            f"{FORMAT_VERSION}; use the sequnet version that wrote it, or retrain"
         )
     for key in ("config", "weights"):
         if key not in state:
             raise CheckpointError(f"{path} has no '{key}' entry; it is damaged: retrain")
-    return state
+    return _upgrade(state) if version == 1 else state
+
+
+def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 checkpoint in the version-2 layout: every 3-D tensor of the networks is a
+    convolution kernel (or a weight norm's `(out, 1, 1)` gain), stored `(out, K, in)` then,
+    `(out, in, K)` now; the optimizer's moments have the shapes of the weights."""
+
+    def kernels(tensors: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            name: value.transpose(1, 2).contiguous()
+            if isinstance(value, torch.Tensor) and value.dim() == 3
+            else value
+            for name, value in tensors.items()
+        }
+
+    upgraded = {**state, "weights": kernels(state["weights"]), "format_version": FORMAT_VERSION}
+    if "training_weights" in state:
+        upgraded["training_weights"] = kernels(state["training_weights"])
+    if "optimizer" in state:
+        optimizer = state["optimizer"]
+        moments = {index: kernels(values) for index, values in optimizer["state"].items()}
+        upgraded["optimizer"] = {**optimizer, "state": moments}
+    return upgraded
 
 
 def _to_plain(value: Any) -> Any:

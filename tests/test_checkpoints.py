@@ -25,6 +25,7 @@ from sequnet_cli.checkpoints import (
 from sequnet_cli.config import RunConfig, resolve
 from sequnet_cli.errors import CheckpointError, SequnetWarning, WriteError
 from sequnet_cli.paths import runs_dir
+from sequnet_cli.tasks import task_for
 
 
 def tiny_config(preset: str = "jsb", model: str = "sequnet") -> RunConfig:
@@ -134,8 +135,8 @@ def test_a_truncated_checkpoint_is_refused() -> None:
     ("payload", "message"),
     [
         (
-            {"format_version": 2, "config": {}, "weights": {}},
-            "format version 2, this sequnet reads version 1",
+            {"format_version": 3, "config": {}, "weights": {}},
+            "format version 3, this sequnet reads version 2",
         ),
         ({"weights": {}}, "not a sequnet checkpoint"),
         ([1, 2, 3], "not a sequnet checkpoint"),
@@ -236,5 +237,36 @@ def test_format_version_is_checked_by_the_module_constant(
     run = Run.create(tiny_config())
     run.save(tiny_state(1, 1.0), best=False)
     monkeypatch.setattr(checkpoints, "FORMAT_VERSION", 7)
-    with pytest.raises(CheckpointError, match="format version 1, this sequnet reads version 7"):
+    monkeypatch.setattr(checkpoints, "READABLE_VERSIONS", (7,))
+    with pytest.raises(CheckpointError, match="format version 2, this sequnet reads version 7"):
         run.load_state("last")
+
+
+def test_version_1_checkpoints_are_read_in_the_current_layout(tmp_path: Path) -> None:
+    """Version 1 stored kernels time-major, (out, K, in): they are transposed when read."""
+    config = tiny_config()
+    network = task_for(config).build_network()
+    optimizer = torch.optim.Adam(network.parameters())
+    network(torch.rand(1, 88, 20)).sum().backward()
+    optimizer.step()
+
+    def time_major(tensors: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.transpose(1, 2) if v.dim() == 3 else v for k, v in tensors.items()}
+
+    saved = optimizer.state_dict()
+    old = {index: time_major(moments) for index, moments in saved["state"].items()}
+    path = tmp_path / "old.pt"
+    payload = {
+        "format_version": 1,
+        "config": config.to_dict(),
+        "weights": time_major(network.state_dict()),
+        "optimizer": {**saved, "state": old},
+    }
+    torch.save(payload, path)
+    _, state = load_checkpoint_file(path)
+    assert state["format_version"] == checkpoints.FORMAT_VERSION
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(state["weights"][name], value, rtol=0, atol=0)
+    for index, moments in saved["state"].items():
+        for key, value in moments.items():
+            torch.testing.assert_close(state["optimizer"]["state"][index][key], value)
