@@ -59,10 +59,8 @@ class ResidualSeqUNet(CausalNetwork):
         kernel_size: int = 5,
     ) -> None:
         super().__init__()
-        if levels < 1 or depth < 1 or kernel_size < 2:
-            raise ValueError("ResidualSeqUNet needs levels >= 1, depth >= 1 and kernel_size >= 2")
+        self.config = ResidualSeqUNetConfig(channels, levels, depth, kernel_size)  # checks ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = ResidualSeqUNetConfig(channels, levels, depth, kernel_size)
         self.levels = levels - 1  # down/up-sampling blocks; the bottleneck is the last level
         c, k = channels, kernel_size
 

@@ -58,10 +58,8 @@ class SeqUNet(CausalNetwork):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(channels) < 1 or kernel_size < 2:
-            raise ValueError("SeqUNet needs at least one width and kernel_size >= 2")
+        self.config = SeqUNetConfig(tuple(channels), kernel_size, dropout)  # checks the ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = SeqUNetConfig(tuple(channels), kernel_size, dropout)
         self.levels = len(channels) - 1
         widths = [in_channels, *channels]
         k = kernel_size

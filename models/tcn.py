@@ -97,10 +97,8 @@ class TCN(CausalNetwork):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(channels) < 1 or kernel_size < 1:
-            raise ValueError("TCN needs at least one level and kernel_size >= 1")
+        self.config = TCNConfig(tuple(channels), kernel_size, dropout)  # checks the ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = TCNConfig(tuple(channels), kernel_size, dropout)
         widths = [in_channels, *channels]
         # Typed as the list it behaves as; nn.ModuleList registers the blocks' parameters.
         self.blocks: list[TemporalBlock] = nn.ModuleList(  # type: ignore[assignment]

@@ -86,12 +86,10 @@ class WaveNet(CausalNetwork):
         kernel_size: int = 2,
     ) -> None:
         super().__init__()
-        if layers < 1 or stacks < 1 or kernel_size < 1:
-            raise ValueError("WaveNet needs layers >= 1, stacks >= 1 and kernel_size >= 1")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = WaveNetConfig(
+        self.config = WaveNetConfig(  # checks the ranges
             residual_channels, dilation_channels, skip_channels, layers, stacks, kernel_size
         )
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.input_conv = CausalConv1d(in_channels, residual_channels, 1)
         # Typed as the list it behaves as; nn.ModuleList registers the layers' parameters.
         self.layers: list[GatedLayer] = nn.ModuleList(  # type: ignore[assignment]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.configs import CONFIGS, NetworkConfig
+from models.configs import CONFIGS, ConfigValueError, NetworkConfig
 from sequnet_cli.errors import CheckpointError, ConfigError
 
 TASKS = ("piano-roll", "audio")
@@ -385,7 +385,10 @@ def _instantiate(cls: type, values: Mapping[str, Any], section: str, where: str)
         )
         if no_default and item.name not in checked:
             raise ConfigError(f"{section}.{item.name} is required in {where}; add it")
-    return cls(**checked)
+    try:
+        return cls(**checked)
+    except ConfigValueError as error:  # a network config refuses a value out of range
+        raise ConfigError(f"{section}.{error.field} {error.reason} in {where}") from None
 
 
 # (minimum, whether the minimum itself is excluded); fields not listed must only be >= 0.
