@@ -372,6 +372,11 @@ class Stream:
                 f"expected input of shape {expected}{' + (T,)' if dims == 3 else ''}, got {tuple(x.shape)}"
             )
 
+    @property
+    def clock_cycle(self) -> int:
+        """Steps after which the stream's schedule of work repeats (see the network's)."""
+        return self.network.clock_cycle
+
     def reset(self) -> None:
         """Back to time 0 with zero history."""
         for buffer in self._buffers():
@@ -410,6 +415,13 @@ class CausalNetwork(nn.Module):
 
     @property
     def receptive_field(self) -> int:
+        """Inputs, counting the current one, that can influence one output (DESIGN.md)."""
+        raise NotImplementedError
+
+    @property
+    def clock_cycle(self) -> int:
+        """Steps after which a stream's schedule repeats: its work (and the time-variant
+        network itself) is periodic with this period, e.g. `2**blocks` for a Seq-U-Net."""
         raise NotImplementedError
 
     def stream(

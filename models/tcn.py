@@ -117,6 +117,11 @@ class TCN(CausalNetwork):
         """`1 + 2 * (K - 1) * sum(2**i)`: each block looks back two dilated kernels."""
         return 1 + sum(block.history for block in self.blocks)
 
+    @property
+    def clock_cycle(self) -> int:
+        """Time-invariant: a stream does the same work every step."""
+        return 1
+
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every block's input (and, last, of the outputs) that is needed."""
         return chain_starts([block.history for block in self.blocks], first_output)

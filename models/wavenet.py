@@ -113,6 +113,11 @@ class WaveNet(CausalNetwork):
         """`(K - 1) * stacks * (2**layers - 1) + 1`: the dilated kernels' histories add up."""
         return 1 + sum(layer.history for layer in self.layers)
 
+    @property
+    def clock_cycle(self) -> int:
+        """Time-invariant: a stream does the same work every step."""
+        return 1
+
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every layer's input (and, last, of the outputs) that is needed."""
         return chain_starts([layer.history for layer in self.layers], first_output)

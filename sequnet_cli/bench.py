@@ -177,7 +177,7 @@ def _depth(architecture: str, config: NetworkConfig) -> int:
 def clock_cycle(network: CausalNetwork) -> int:
     """Steps after which a stream's schedule repeats: 2**levels for a Seq-U-Net, else 1."""
     if isinstance(network, SeqUNet | ResidualSeqUNet):
-        return 2**network.levels
+        return 2**network.blocks
     return 1
 
 
