@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from models.configs import (
     CONFIGS,
+    ConfigValueError,
     NetworkConfig,
     ResidualSeqUNetConfig,
     SeqUNetConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "CONFIGS",
     "TCN",
     "CausalNetwork",
+    "ConfigValueError",
     "NetworkConfig",
     "ResidualSeqUNet",
     "ResidualSeqUNetConfig",

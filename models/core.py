@@ -1,11 +1,13 @@
 """Building blocks shared by every network: causal convolutions, tap buffers and streams.
 
-A `CausalConv1d` stores its kernel time-major, `(out, K, in)`, so that one streaming step is a
-single matrix product of the flattened window of the last K inputs, `(B, K * in)`, with a free
-view of the weight, `(out, K * in)`; the batch path uses the same tensor through `F.conv1d`.
-Both paths therefore share one set of weights and one definition of the taps:
+A `CausalConv1d` stores its kernel in PyTorch's convolution layout, `(out, in, K)`, which
+`F.conv1d` takes as it is (no copy per training step). Its taps are
 
-    y[t] = b + sum_s W[:, s, :] @ x[t - (K - 1 - s) * d]        (x[t < 0] = 0, zero history)
+    y[t] = b + sum_s W[:, :, s] @ x[t - (K - 1 - s) * d]        (x[t < 0] = 0, zero history)
+
+A stream computes the same sum as one matrix product of the flattened window of the last K
+inputs, `(B, K * in)`, with the weight rearranged once as a `(K * in, out)` matrix
+(`step_weights`): a stream is a snapshot of the weights taken when it is created.
 
 A `TapBuffer` keeps those windows for a stream: a fixed-size tensor per dilation phase, holding
 every input twice (at slot q and q + K) so the newest K inputs are always one contiguous slice.
@@ -92,9 +94,9 @@ def _uniform_(tensor: Tensor, fan_in: int) -> None:
 
 
 class CausalConv1d(nn.Module):
-    """Causal (dilated, optionally strided) 1-D convolution with a time-major kernel.
+    """Causal (dilated, optionally strided) 1-D convolution, without padding.
 
-    weight: `(out_channels, kernel_size, in_channels)`; bias: `(out_channels,)`.
+    weight: `(out_channels, in_channels, kernel_size)`, as `nn.Conv1d`; bias: `(out_channels,)`.
     """
 
     def __init__(
@@ -113,7 +115,7 @@ class CausalConv1d(nn.Module):
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.stride = stride
-        self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, in_channels))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels))
         _uniform_(self.weight, in_channels * kernel_size)
         _uniform_(self.bias, in_channels * kernel_size)
@@ -125,18 +127,12 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Valid convolution: `x: (B, in, T)` -> `(B, out, (T - history - 1) // stride + 1)`."""
-        weight = self.weight.transpose(1, 2)  # (out, in, K), the layout F.conv1d expects
-        return F.conv1d(x, weight, self.bias, stride=self.stride, dilation=self.dilation)
+        return F.conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
 
     def forward_span(self, x: Signal, lo: int, hi: int) -> Signal:
         """Outputs for times `lo..hi` (at the output rate) from the signal `x`."""
         first = lo * self.stride - self.history
         return Signal(self(x.span(first, hi * self.stride)), lo)
-
-    def step(self, window: Tensor) -> Tensor:
-        """One output from the flattened window of its K taps: `(B, K * in)` -> `(B, out)`."""
-        weight = self.weight.reshape(self.out_channels, -1)  # a view: (out, K * in)
-        return torch.addmm(self.bias, window, weight.t())
 
 
 class UpConv1d(nn.Module):
@@ -174,13 +170,6 @@ class UpConv1d(nn.Module):
         odd = self.odd.forward_span(c, first, last).data  # (B, out, M), times 2m + 1
         fine = torch.stack((even, odd), dim=-1).flatten(-2)  # (B, out, 2M), from time 2 * first
         return Signal(fine[..., lo - 2 * first : hi + 1 - 2 * first], lo)
-
-    def step(self, window: Tensor, fine_time: int) -> Tensor:
-        """One fine output from the window of the last `ceil(K/2)` coarse inputs, flattened."""
-        if fine_time % 2 == 0:
-            return self.even.step(window)
-        skip = (self.even.kernel_size - self.odd.kernel_size) * self.even.in_channels
-        return self.odd.step(window[:, skip:])
 
 
 class TapBuffer:
@@ -269,10 +258,22 @@ class TapBuffer:
         self.count = total
 
 
-def _like(parameter: Tensor, buffer: TapBuffer) -> Tensor:
-    """The parameter on the stream's device and dtype: a live view when they already match
-    (training further updates the stream), else a copy taken now."""
-    return parameter.detach().to(device=buffer.data.device, dtype=buffer.data.dtype)
+def step_weights(
+    conv: CausalConv1d, device: torch.device | str, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The `(K * in, out)` matrix and `(out,)` bias that one step applies to the flattened
+    window of a convolution's last K inputs, `(B, K * in)`: `y = bias + window @ matrix`.
+
+    Row `s * in + c` of the matrix is tap s (oldest first, the `TapBuffer` window order) and
+    input channel c. Both are contiguous copies taken now, on `device` in `dtype`: a stream is a
+    snapshot of the weights when it was created (create a new one after training further).
+    """
+    matrix = conv.weight.detach().permute(2, 1, 0).reshape(-1, conv.out_channels)  # (K * in, out)
+    bias = conv.bias.detach()
+    return (
+        matrix.to(device=device, dtype=dtype).clone(memory_format=torch.contiguous_format),
+        bias.to(device=device, dtype=dtype).clone(),
+    )
 
 
 def _gate_buffers(buffer: TapBuffer, channels: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -285,15 +286,13 @@ def _gate_buffers(buffer: TapBuffer, channels: int) -> tuple[Tensor, Tensor, Ten
 class StepConv:
     """A convolution bound to a stream's tap buffer: `conv(x)` appends x, returns the output.
 
-    The weight is taken once as a view `(K * in, out)` of the live parameter, so training
-    further keeps a stream up to date (unless the stream asked for another device or dtype, or
-    the parameter is computed, as with weight normalisation: then it is a snapshot).
+    It keeps its own copy of the weights (`step_weights`), taken when the stream is created.
     """
 
     def __init__(self, conv: CausalConv1d, buffer: TapBuffer) -> None:
         self.buffer = buffer
-        self.bias = _like(conv.bias, buffer)
-        self.weight = _like(conv.weight, buffer).reshape(conv.out_channels, -1).t()  # (K * in, out)
+        data = buffer.data
+        self.weight, self.bias = step_weights(conv, data.device, data.dtype)  # (K * in, out)
         # For gated layers: the pre-activation lives in one buffer, gated in place.
         self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.out_channels)
 
@@ -308,13 +307,16 @@ class StepConv:
 
 
 class StepUpConv:
-    """An `UpConv1d` bound to a stream's buffer of coarse inputs (`ceil(K/2)` taps)."""
+    """An `UpConv1d` bound to a stream's buffer of coarse inputs (`ceil(K/2)` taps).
+
+    The odd phase has one tap fewer when K is odd: its window is the newest `K // 2` inputs.
+    """
 
     def __init__(self, conv: UpConv1d, buffer: TapBuffer) -> None:
         self.buffer = buffer
-        self.bias = _like(conv.even.bias, buffer)
-        self.even = _like(conv.even.weight, buffer).reshape(conv.even.out_channels, -1).t()
-        self.odd = _like(conv.odd.weight, buffer).reshape(conv.odd.out_channels, -1).t()
+        data = buffer.data
+        self.even, self.bias = step_weights(conv.even, data.device, data.dtype)
+        self.odd, _ = step_weights(conv.odd, data.device, data.dtype)  # the bias is shared
         self.skip = (conv.even.kernel_size - conv.odd.kernel_size) * conv.even.in_channels
         self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.even.out_channels)
 
@@ -343,7 +345,8 @@ class Stream:
 
     `step(x_t)` returns what the full forward pass returns at the current time; `prime(x)`
     feeds a whole context in one parallel pass. Subclasses implement `_step`, `_prime` and
-    `_buffers`; the weights stay on the network, so several streams can share it.
+    `_buffers`. A stream copies the weights it needs when it is created (a snapshot) and owns
+    its caches, so several streams of one network can coexist.
     """
 
     def __init__(self, network: CausalNetwork, batch_size: int) -> None:
@@ -368,6 +371,11 @@ class Stream:
             raise StreamError(
                 f"expected input of shape {expected}{' + (T,)' if dims == 3 else ''}, got {tuple(x.shape)}"
             )
+
+    @property
+    def clock_cycle(self) -> int:
+        """Steps after which the stream's schedule of work repeats (see the network's)."""
+        return self.network.clock_cycle
 
     def reset(self) -> None:
         """Back to time 0 with zero history."""
@@ -407,6 +415,13 @@ class CausalNetwork(nn.Module):
 
     @property
     def receptive_field(self) -> int:
+        """Inputs, counting the current one, that can influence one output (DESIGN.md)."""
+        raise NotImplementedError
+
+    @property
+    def clock_cycle(self) -> int:
+        """Steps after which a stream's schedule repeats: its work (and the time-variant
+        network itself) is periodic with this period, e.g. `2**blocks` for a Seq-U-Net."""
         raise NotImplementedError
 
     def stream(

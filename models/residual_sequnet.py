@@ -44,7 +44,7 @@ def _gated(pre: Tensor, identity: Tensor) -> Tensor:
 
 
 class ResidualSeqUNet(CausalNetwork):
-    """Residual Seq-U-Net with `levels` resolutions (`levels - 1` down/up blocks).
+    """Residual Seq-U-Net with `levels` resolutions: `blocks = levels - 1` down/up blocks.
 
     x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
     """
@@ -59,24 +59,22 @@ class ResidualSeqUNet(CausalNetwork):
         kernel_size: int = 5,
     ) -> None:
         super().__init__()
-        if levels < 1 or depth < 1 or kernel_size < 2:
-            raise ValueError("ResidualSeqUNet needs levels >= 1, depth >= 1 and kernel_size >= 2")
+        self.config = ResidualSeqUNetConfig(channels, levels, depth, kernel_size)  # checks ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = ResidualSeqUNetConfig(channels, levels, depth, kernel_size)
-        self.levels = levels - 1  # down/up-sampling blocks; the bottleneck is the last level
+        self.blocks = levels - 1  # down/up-sampling block pairs; the bottleneck is the last level
         c, k = channels, kernel_size
 
         def chain(width: int) -> Layers[CausalConv1d]:
             return Layers(CausalConv1d(width, 2 * c, k) for _ in range(depth))
 
         self.input_conv = CausalConv1d(in_channels, c, k)
-        self.down_layers = Layers(chain(c) for _ in range(self.levels))
-        self.down_convs = Layers(CausalConv1d(c, 2 * c, k, stride=2) for _ in range(self.levels))
+        self.down_layers = Layers(chain(c) for _ in range(self.blocks))
+        self.down_convs = Layers(CausalConv1d(c, 2 * c, k, stride=2) for _ in range(self.blocks))
         self.bottleneck = chain(c)
-        self.up_convs = Layers(UpConv1d(c, 2 * c, k) for _ in range(self.levels))
-        self.merge_layers = Layers(chain(2 * c) for _ in range(self.levels))
+        self.up_convs = Layers(UpConv1d(c, 2 * c, k) for _ in range(self.blocks))
+        self.merge_layers = Layers(chain(2 * c) for _ in range(self.blocks))
         self.output_conv = CausalConv1d(c, out_channels, 1)
-        self._receptive_field = receptive_field_of(self._plan, self.levels)
+        self._receptive_field = receptive_field_of(self._plan, self.blocks)
 
     @classmethod
     def from_config(
@@ -95,20 +93,25 @@ class ResidualSeqUNet(CausalNetwork):
     def receptive_field(self) -> int:
         return self._receptive_field
 
+    @property
+    def clock_cycle(self) -> int:
+        """The deepest block runs once every `2**blocks` steps."""
+        return 1 << self.blocks
+
     def _plan(self, first_output: int, clip: bool = True) -> dict[str, list[int]]:
         """First needed time of: `h` block inputs (level L: bottleneck input), `s` shortcuts,
         `u` up-sampled features, `y` block outputs (level L: bottleneck output), and `x`
         (the network input, as `h[0]` is the input convolution's output)."""
-        k, depth, levels = self.config.kernel_size, self.config.depth, self.levels
+        k, depth, blocks = self.config.kernel_size, self.config.depth, self.blocks
         floor = 0 if clip else -(1 << 62)
         chain = depth * (k - 1)  # look-back of `depth` stride-1 layers
         y, u = [max(first_output, floor)], []
-        for _ in range(levels):
+        for _ in range(blocks):
             u.append(max(y[-1] - chain, floor))
             y.append(max(UpConv1d.coarse_start(u[-1], k), floor))
-        h, s = [0] * (levels + 1), [0] * levels
-        h[levels] = max(y[levels] - chain, floor)
-        for i in reversed(range(levels)):
+        h, s = [0] * (blocks + 1), [0] * blocks
+        h[blocks] = max(y[blocks] - chain, floor)
+        for i in reversed(range(blocks)):
             s[i] = max(min(u[i], 2 * h[i + 1] - (k - 1)), floor)
             h[i] = max(s[i] - chain, floor)
         # `receptive_field_of` reads the network input's first time as `h[0]`.
@@ -123,12 +126,12 @@ class ResidualSeqUNet(CausalNetwork):
         plan = self._plan(first_output)
         h_lo = plan["hidden"]
         lengths = [x.shape[-1]]
-        for _ in range(self.levels):
+        for _ in range(self.blocks):
             lengths.append((lengths[-1] + 1) // 2)
         _keep(record, "input", x)
         h = self.input_conv.forward_span(Signal(x, 0), h_lo[0], lengths[0] - 1)
         shortcuts = []
-        for i in range(self.levels):
+        for i in range(self.blocks):
             s = self._chain(
                 self.down_layers[i], h, plan["s"][i], lengths[i], None, record, f"down{i}"
             )
@@ -140,7 +143,7 @@ class ResidualSeqUNet(CausalNetwork):
                 h_lo[i + 1],
             )
         y = self._chain(self.bottleneck, h, plan["y"][-1], lengths[-1], None, record, "bottleneck")
-        for i in reversed(range(self.levels)):
+        for i in reversed(range(self.blocks)):
             lo, hi = plan["u"][i], lengths[i] - 1
             _keep(record, f"coarse{i}", y.data)
             pre = self.up_convs[i].forward_span(y, lo, hi).data
@@ -226,18 +229,18 @@ class ResidualSeqUNetStream(Stream):
 
         self.input = bind(network.input_conv, "input", network.in_channels)
         self.down_chains = [
-            chain(network.down_layers[i], f"down{i}") for i in range(network.levels)
+            chain(network.down_layers[i], f"down{i}") for i in range(network.blocks)
         ]
-        self.down = [bind(network.down_convs[i], f"decimate{i}") for i in range(network.levels)]
+        self.down = [bind(network.down_convs[i], f"decimate{i}") for i in range(network.blocks)]
         self.bottleneck = chain(network.bottleneck, "bottleneck")
         self.up = []
-        for i in range(network.levels):
+        for i in range(network.blocks):
             self.buffers[f"coarse{i}"] = TapBuffer(
                 batch_size, c, (k + 1) // 2, device=device, dtype=dtype
             )
             self.up.append(StepUpConv(network.up_convs[i], self.buffers[f"coarse{i}"]))
         self.merge_chains = [
-            chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.levels)
+            chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.blocks)
         ]
         self.output = StepConv(
             network.output_conv, TapBuffer(batch_size, c, 1, device=device, dtype=dtype)
@@ -253,7 +256,7 @@ class ResidualSeqUNetStream(Stream):
 
     def _level(self, i: int, h: Tensor, time: int) -> Tensor:
         """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
-        if i == self.net.levels:
+        if i == self.net.blocks:
             for conv in self.bottleneck:
                 h = conv.gated(h, h)
             return h

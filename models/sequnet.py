@@ -44,7 +44,7 @@ def _coarse(length: int) -> int:
 
 
 class SeqUNet(CausalNetwork):
-    """Seq-U-Net with `len(channels) - 1` down/up-sampling blocks and a bottleneck.
+    """Seq-U-Net with `blocks = len(channels) - 1` down/up-sampling blocks and a bottleneck.
 
     x: `(B, in_channels, T)` -> `(B, out_channels, T)`; output t predicts input t + 1.
     """
@@ -58,27 +58,25 @@ class SeqUNet(CausalNetwork):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(channels) < 1 or kernel_size < 2:
-            raise ValueError("SeqUNet needs at least one width and kernel_size >= 2")
+        self.config = SeqUNetConfig(tuple(channels), kernel_size, dropout)  # checks the ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = SeqUNetConfig(tuple(channels), kernel_size, dropout)
-        self.levels = len(channels) - 1
+        self.blocks = len(channels) - 1  # down/up-sampling block pairs; one level each
         widths = [in_channels, *channels]
         k = kernel_size
         self.shortcut_convs = Layers(
-            CausalConv1d(widths[i], widths[i + 1], k) for i in range(self.levels)
+            CausalConv1d(widths[i], widths[i + 1], k) for i in range(self.blocks)
         )
         self.down_convs = Layers(CausalConv1d(c, c, k, stride=2) for c in channels[:-1])
         self.bottleneck = CausalConv1d(widths[-2], widths[-1], k)
         self.up_convs = Layers(
-            UpConv1d(channels[i + 1], channels[i + 1], k) for i in range(self.levels)
+            UpConv1d(channels[i + 1], channels[i + 1], k) for i in range(self.blocks)
         )
         self.merge_convs = Layers(
-            CausalConv1d(channels[i + 1] + channels[i], channels[i], k) for i in range(self.levels)
+            CausalConv1d(channels[i + 1] + channels[i], channels[i], k) for i in range(self.blocks)
         )
         self.output_conv = CausalConv1d(channels[0], out_channels, 1)
         self.dropout = nn.Dropout(dropout)
-        self._receptive_field = receptive_field_of(self._plan, self.levels)
+        self._receptive_field = receptive_field_of(self._plan, self.blocks)
 
     @classmethod
     def from_config(cls, in_channels: int, out_channels: int, config: SeqUNetConfig) -> SeqUNet:
@@ -87,6 +85,11 @@ class SeqUNet(CausalNetwork):
     @property
     def receptive_field(self) -> int:
         return self._receptive_field
+
+    @property
+    def clock_cycle(self) -> int:
+        """The deepest block runs once every `2**blocks` steps."""
+        return 1 << self.blocks
 
     def _activate(self, x: Tensor) -> Tensor:
         return self.dropout(F.leaky_relu(x))
@@ -98,17 +101,17 @@ class SeqUNet(CausalNetwork):
         `s` (shortcuts), `merge` (first output of each merge input), `y` (block outputs,
         level L is the bottleneck output). With `clip`, times before 0 are not computed.
         """
-        k, levels = self.config.kernel_size, self.levels
+        k, blocks = self.config.kernel_size, self.blocks
         floor = 0 if clip else -(1 << 62)
         y = [max(first_output, floor)]
         merge: list[int] = []
-        for _ in range(levels):
+        for _ in range(blocks):
             merge.append(max(y[-1] - (k - 1), floor))
             y.append(max(UpConv1d.coarse_start(merge[-1], k), floor))
-        h = [0] * (levels + 1)
-        s = [0] * levels
-        h[levels] = max(y[levels] - (k - 1), floor)
-        for i in reversed(range(levels)):
+        h = [0] * (blocks + 1)
+        s = [0] * blocks
+        h[blocks] = max(y[blocks] - (k - 1), floor)
+        for i in reversed(range(blocks)):
             s[i] = max(min(merge[i], 2 * h[i + 1] - (k - 1)), floor)
             h[i] = max(s[i] - (k - 1), floor)
         return {"h": h, "s": s, "merge": merge, "y": y}
@@ -123,17 +126,17 @@ class SeqUNet(CausalNetwork):
     ) -> Signal:
         plan = self._plan(first_output)
         lengths = [x.shape[-1]]
-        for _ in range(self.levels):
+        for _ in range(self.blocks):
             lengths.append(_coarse(lengths[-1]))
         h = Signal(x[..., plan["h"][0] :], plan["h"][0])
         shortcuts = []
-        for i in range(self.levels):
+        for i in range(self.blocks):
             s = self._conv(self.shortcut_convs[i], h, plan["s"][i], lengths[i])
             shortcuts.append(s)
             h = self._conv(self.down_convs[i], s, plan["h"][i + 1], lengths[i + 1])
             _note(record, "h", h)
-        y = self._conv(self.bottleneck, h, plan["y"][self.levels], lengths[self.levels])
-        for i in reversed(range(self.levels)):
+        y = self._conv(self.bottleneck, h, plan["y"][self.blocks], lengths[self.blocks])
+        for i in reversed(range(self.blocks)):
             lo, hi = plan["merge"][i], lengths[i] - 1
             u = Signal(self._activate(self.up_convs[i].forward_span(y, lo, hi).data), lo)
             _note(record, "coarse", y)
@@ -162,13 +165,14 @@ def _note(record: dict[str, list[Signal]] | None, key: str, signal: Signal) -> N
         record.setdefault(key, []).append(signal)
 
 
-def receptive_field_of(plan: Callable[..., dict[str, list[int]]], levels: int) -> int:
+def receptive_field_of(plan: Callable[..., dict[str, list[int]]], blocks: int) -> int:
     """Inputs that can influence one output, maximised over the down-sampling phases.
 
-    `plan(first_output, clip=False)["h"][0]` is the earliest input an output needs; the
-    network is periodic in time with period 2**levels, so one period far from 0 covers all.
+    `plan(first_output, clip=False)["h"][0]` is the earliest input an output needs; with
+    `blocks` down-sampling blocks the network is periodic in time with period 2**blocks, so
+    one period far from 0 covers all.
     """
-    period = 1 << levels
+    period = 1 << blocks
     base = period * 1024
     return max(t - plan(t, clip=False)["h"][0] + 1 for t in range(base, base + period))
 
@@ -181,27 +185,27 @@ class SeqUNetStream(Stream):
     ) -> None:
         super().__init__(network, batch_size)
         self.net = network
-        k, levels = network.config.kernel_size, network.levels
+        k, blocks = network.config.kernel_size, network.blocks
         widths = [network.in_channels, *network.config.channels]
 
         def buffer(width: int, taps: int = k, parts: tuple[int, ...] | None = None) -> TapBuffer:
             return TapBuffer(batch_size, width, taps, device=device, dtype=dtype, parts=parts)
 
         self.shortcut = [
-            StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(levels)
+            StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(blocks)
         ]
-        self.down = [StepConv(network.down_convs[i], buffer(widths[i + 1])) for i in range(levels)]
+        self.down = [StepConv(network.down_convs[i], buffer(widths[i + 1])) for i in range(blocks)]
         self.bottleneck = StepConv(network.bottleneck, buffer(widths[-2]))
         self.up = [
             StepUpConv(network.up_convs[i], buffer(widths[i + 2], (k + 1) // 2))
-            for i in range(levels)
+            for i in range(blocks)
         ]
         self.merge = [
             StepConv(
                 network.merge_convs[i],
                 buffer(widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])),
             )
-            for i in range(levels)
+            for i in range(blocks)
         ]
         self.output = StepConv(network.output_conv, buffer(widths[1], 1))
 
@@ -220,7 +224,7 @@ class SeqUNetStream(Stream):
 
     def _level(self, i: int, h: Tensor, time: int) -> Tensor:
         """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
-        if i == self.net.levels:
+        if i == self.net.blocks:
             return F.leaky_relu(self.bottleneck(h))
         s = F.leaky_relu(self.shortcut[i](h))
         pre = self.down[i](s)  # every shortcut enters the window; only even times are kept
@@ -234,14 +238,14 @@ class SeqUNetStream(Stream):
         record: dict[str, list[Signal]] = {}
         out = self.net._run(x.to(self.bottleneck.buffer.data), 0, record)
         inputs = [Signal(x, 0), *record.get("h", [])]
-        levels = self.net.levels
-        for i in range(levels):
+        blocks = self.net.blocks
+        for i in range(blocks):
             self.shortcut[i].buffer.fill(inputs[i].data)
             self.down[i].buffer.fill(record["s"][i].data)
-        self.bottleneck.buffer.fill(inputs[levels].data)
+        self.bottleneck.buffer.fill(inputs[blocks].data)
         # The up path ran from the coarsest level to the finest.
         for i, coarse, merged in zip(
-            reversed(range(levels)), record.get("coarse", []), record.get("merged", [])
+            reversed(range(blocks)), record.get("coarse", []), record.get("merged", [])
         ):
             self.up[i].buffer.fill(coarse.data)
             self.merge[i].buffer.fill(merged.data)

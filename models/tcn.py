@@ -7,8 +7,9 @@ it changes, and the block returns `relu(out + residual)`. A 1x1 convolution maps
 the outputs. Every convolution's input is zeros before t = 0 (zero history). The forward pass
 computes each level only on the time range the requested outputs need, so the full pass, valid
 mode and stream priming are one code path. A stream keeps one `TapBuffer` per convolution and runs
-every layer every step (the "fast WaveNet" queue scheme); it takes the weight-normalised weights
-once, when it is created, so create a new stream after training further.
+every layer every step (the "fast WaveNet" queue scheme); like every stream it copies the weights
+(here the weight-normalised ones) once, when it is created, so create a new stream after training
+further.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models.core import (
     Stream,
     TapBuffer,
     chain_starts,
+    step_weights,
 )
 
 
@@ -95,10 +97,8 @@ class TCN(CausalNetwork):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(channels) < 1 or kernel_size < 1:
-            raise ValueError("TCN needs at least one level and kernel_size >= 1")
+        self.config = TCNConfig(tuple(channels), kernel_size, dropout)  # checks the ranges
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = TCNConfig(tuple(channels), kernel_size, dropout)
         widths = [in_channels, *channels]
         # Typed as the list it behaves as; nn.ModuleList registers the blocks' parameters.
         self.blocks: list[TemporalBlock] = nn.ModuleList(  # type: ignore[assignment]
@@ -116,6 +116,11 @@ class TCN(CausalNetwork):
     def receptive_field(self) -> int:
         """`1 + 2 * (K - 1) * sum(2**i)`: each block looks back two dilated kernels."""
         return 1 + sum(block.history for block in self.blocks)
+
+    @property
+    def clock_cycle(self) -> int:
+        """Time-invariant: a stream does the same work every step."""
+        return 1
 
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every block's input (and, last, of the outputs) that is needed."""
@@ -149,7 +154,7 @@ class TCNStream(Stream):
     """Streaming for `TCN`: one tap buffer per dilated convolution, every layer every step.
 
     The weight-normalised weights `g * v / |v|` are computed once, when the stream is created
-    (`StepConv` keeps `conv.weight`, which the parametrisation computes on access): a stream
+    (`step_weights` reads `conv.weight`, which the parametrisation computes on access): a stream
     made before further training keeps the old weights, so create a new one after training.
     """
 
@@ -172,17 +177,24 @@ class TCNStream(Stream):
 
         with torch.no_grad():  # the normalised weights are data for the stream, not a graph
             self.convs = [(bind(block.conv1), bind(block.conv2)) for block in network.blocks]
+        # The 1x1 convolutions need no tap buffer: `(in, out)` matrices and biases.
+        self.downsample = [
+            None if block.downsample is None else step_weights(block.downsample, device, dtype)
+            for block in network.blocks
+        ]
+        self.output = step_weights(network.output_conv, device, dtype)
 
     def _buffers(self) -> list[TapBuffer]:
         return [conv.buffer for pair in self.convs for conv in pair]
 
     def _step(self, x: Tensor) -> Tensor:
-        for (conv1, conv2), block in zip(self.convs, self.net.blocks):
+        for (conv1, conv2), downsample in zip(self.convs, self.downsample):
             hidden = conv1(x).relu_()  # (B, C_i); a fresh tensor, so in place is safe
             out = conv2(hidden).relu_()  # (B, C_i)
-            residual = x if block.downsample is None else block.downsample.step(x)  # (B, C_i)
+            residual = x if downsample is None else torch.addmm(downsample[1], x, downsample[0])
             x = out.add_(residual).relu_()  # (B, C_i)
-        return self.net.output_conv.step(x)  # (B, out)
+        weight, bias = self.output
+        return torch.addmm(bias, x, weight)  # (B, out)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: list[Signal] = []

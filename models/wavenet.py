@@ -28,6 +28,7 @@ from models.core import (
     Stream,
     TapBuffer,
     chain_starts,
+    step_weights,
 )
 
 
@@ -85,12 +86,10 @@ class WaveNet(CausalNetwork):
         kernel_size: int = 2,
     ) -> None:
         super().__init__()
-        if layers < 1 or stacks < 1 or kernel_size < 1:
-            raise ValueError("WaveNet needs layers >= 1, stacks >= 1 and kernel_size >= 1")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.config = WaveNetConfig(
+        self.config = WaveNetConfig(  # checks the ranges
             residual_channels, dilation_channels, skip_channels, layers, stacks, kernel_size
         )
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.input_conv = CausalConv1d(in_channels, residual_channels, 1)
         # Typed as the list it behaves as; nn.ModuleList registers the layers' parameters.
         self.layers: list[GatedLayer] = nn.ModuleList(  # type: ignore[assignment]
@@ -113,6 +112,11 @@ class WaveNet(CausalNetwork):
     def receptive_field(self) -> int:
         """`(K - 1) * stacks * (2**layers - 1) + 1`: the dilated kernels' histories add up."""
         return 1 + sum(layer.history for layer in self.layers)
+
+    @property
+    def clock_cycle(self) -> int:
+        """Time-invariant: a stream does the same work every step."""
+        return 1
 
     def _plan(self, first_output: int) -> list[int]:
         """The first time of every layer's input (and, last, of the outputs) that is needed."""
@@ -150,12 +154,6 @@ class WaveNet(CausalNetwork):
         return WaveNetStream(self, batch_size, **self._parameter_like(device, dtype))
 
 
-def _matrix(conv: CausalConv1d) -> tuple[Tensor, Tensor]:
-    """The `(in, out)` weight and `(out,)` bias views that `StepConv` keeps, for a 1x1
-    convolution, which needs no tap buffer: a stream follows in-place weight updates."""
-    return conv.weight.detach().reshape(conv.out_channels, -1).t(), conv.bias.detach()
-
-
 class WaveNetStream(Stream):
     """Streaming for `WaveNet`: one tap buffer per layer, every layer every step.
 
@@ -183,16 +181,17 @@ class WaveNetStream(Stream):
             return StepConv(conv, buffer)
 
         self.gated = [bind(layer.gated_conv) for layer in network.layers]
-        self.mix = [_matrix(layer.mix_conv) for layer in network.layers]
+        # The 1x1 convolutions need no tap buffer: `(in, out)` matrices and biases.
+        self.mix = [step_weights(layer.mix_conv, device, dtype) for layer in network.layers]
         self.state = torch.zeros(
             batch_size, c.residual_channels + c.skip_channels, device=device, dtype=dtype
         )
         self.residual, self.skip = self.state.split((c.residual_channels, c.skip_channels), dim=1)
         self.gates = torch.zeros(batch_size, 2 * c.dilation_channels, device=device, dtype=dtype)
         self.filter, self.gate = self.gates.split(c.dilation_channels, dim=1)
-        self.input = _matrix(network.input_conv)
-        self.skip_weights = _matrix(network.skip_conv)
-        self.output = _matrix(network.output_conv)
+        self.input = step_weights(network.input_conv, device, dtype)
+        self.skip_weights = step_weights(network.skip_conv, device, dtype)
+        self.output = step_weights(network.output_conv, device, dtype)
 
     def _buffers(self) -> list[TapBuffer]:
         return [conv.buffer for conv in self.gated]

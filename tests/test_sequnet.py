@@ -78,7 +78,7 @@ def test_prefix_consistent(case: tuple[CausalNetwork, random.Random]) -> None:
 
 def test_receptive_field_exact_and_tight(case: tuple[CausalNetwork, random.Random]) -> None:
     net, _ = case
-    field, period = net.receptive_field, 1 << net.levels
+    field, period = net.receptive_field, 1 << net.blocks
     length = field + 3 * period
     # Several inputs: a dead ReLU on one draw must not hide a dependency.
     inputs = [
