@@ -109,7 +109,7 @@ def make_plan(
         task=task,
         sizes=sizes,
         device=target,
-        batch_size=batch_size or sizes.batch_size or shared,
+        batch_size=batch_size or sizes.batch_size or task.bench_shape(quick).batch_size or shared,
         threads=counts,
     )
 
