@@ -15,6 +15,9 @@ It is allocated once and written in place; no step allocates a cache or changes 
 
 Networks compute on `Signal`s, tensors that know the absolute time of their first column, so
 that the full pass (zero history), valid mode (`outputs=n`) and stream priming are one code path.
+A layer's maths (its activation, gate or residual sum) is one function for both paths: features
+have their channels at dim 1 in both, `(B, C, T)` in a pass and `(B, C)` in a step, and a step
+asks for the in-place form, which writes into the stream's own buffers.
 """
 
 from __future__ import annotations
@@ -91,6 +94,33 @@ def _uniform_(tensor: Tensor, fan_in: int) -> None:
     # PyTorch's default Conv1d initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     nn.init.uniform_(tensor, -bound, bound)
+
+
+Gates = Tensor | tuple[Tensor, Tensor]  # [filter, gate] along dim 1, whole or as its two halves
+
+
+def gate_halves(pre: Gates) -> tuple[Tensor, Tensor]:
+    """The filter and gate halves of `pre: (B, 2C, ...)`, each `(B, C, ...)`; a stream passes
+    the halves, views of its buffer made once, as splitting costs as much as the gate itself."""
+    if isinstance(pre, Tensor):
+        half = pre.shape[1] // 2
+        return pre[:, :half], pre[:, half:]
+    return pre
+
+
+def gated_residual(pre: Gates, identity: Tensor, in_place: bool = False) -> Tensor:
+    """The gated residual layer (paper §3.2): `identity + tanh(filter) * sigmoid(gate)`.
+
+    pre: `[filter, gate]` along dim 1, `(B, 2C, ...)` (or its halves); identity: `(B, C, ...)`;
+    returns a new `(B, C, ...)`. `in_place` overwrites `pre` (a stream's step buffer), which
+    then needs no temporaries.
+    """
+    filter_, gate = gate_halves(pre)
+    if in_place:
+        filter_, gate = filter_.tanh_(), gate.sigmoid_()
+    else:
+        filter_, gate = torch.tanh(filter_), torch.sigmoid(gate)
+    return torch.addcmul(identity, filter_, gate)
 
 
 class CausalConv1d(nn.Module):
@@ -276,11 +306,11 @@ def step_weights(
     )
 
 
-def _gate_buffers(buffer: TapBuffer, channels: int) -> tuple[Tensor, Tensor, Tensor]:
+def _gate_buffer(buffer: TapBuffer, channels: int) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """A pre-activation buffer `(B, channels)` and its filter and gate halves (views)."""
     data = buffer.data
     pre = torch.empty(data.shape[1], channels, dtype=data.dtype, device=data.device)
-    return pre, pre[:, : channels // 2], pre[:, channels // 2 :]
+    return pre, gate_halves(pre)
 
 
 class StepConv:
@@ -294,16 +324,16 @@ class StepConv:
         data = buffer.data
         self.weight, self.bias = step_weights(conv, data.device, data.dtype)  # (K * in, out)
         # For gated layers: the pre-activation lives in one buffer, gated in place.
-        self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.out_channels)
+        self._pre, self._gates = _gate_buffer(buffer, conv.out_channels)
 
     def __call__(self, *parts: Tensor) -> Tensor:
         """Append `parts` (one input, `(B, in)`, possibly in pieces); return `(B, out)`."""
         return torch.addmm(self.bias, self.buffer.push(*parts), self.weight)
 
     def gated(self, identity: Tensor, *parts: Tensor) -> Tensor:
-        """Gated residual layer: `identity + tanh(filter) * sigmoid(gate)` of this output."""
+        """`gated_residual` of this output: append `parts`; return `(B, out / 2)`."""
         torch.addmm(self.bias, self.buffer.push(*parts), self.weight, out=self._pre)
-        return torch.addcmul(identity, self._filter.tanh_(), self._gate.sigmoid_())
+        return gated_residual(self._gates, identity, in_place=True)
 
 
 class StepUpConv:
@@ -318,7 +348,7 @@ class StepUpConv:
         self.even, self.bias = step_weights(conv.even, data.device, data.dtype)
         self.odd, _ = step_weights(conv.odd, data.device, data.dtype)  # the bias is shared
         self.skip = (conv.even.kernel_size - conv.odd.kernel_size) * conv.even.in_channels
-        self._pre, self._filter, self._gate = _gate_buffers(buffer, conv.even.out_channels)
+        self._pre, self._gates = _gate_buffer(buffer, conv.even.out_channels)
 
     def even_step(self, coarse: Tensor) -> Tensor:
         """Fine time 2m: append the new coarse input `c[m]: (B, in)`; return `(B, out)`."""
@@ -329,7 +359,7 @@ class StepUpConv:
         return torch.addmm(self.bias, self.buffer.window()[:, self.skip :], self.odd)
 
     def gated(self, identity: Tensor, coarse: Tensor | None) -> Tensor:
-        """Gated residual up-sampling: `identity + tanh(filter) * sigmoid(gate)`.
+        """`gated_residual` of the up-sampled output, `(B, out / 2)`.
 
         `coarse`: the new coarse input at an even fine time, None at an odd one.
         """
@@ -337,7 +367,7 @@ class StepUpConv:
             torch.addmm(self.bias, self.buffer.push(coarse), self.even, out=self._pre)
         else:
             torch.addmm(self.bias, self.buffer.window()[:, self.skip :], self.odd, out=self._pre)
-        return torch.addcmul(identity, self._filter.tanh_(), self._gate.sigmoid_())
+        return gated_residual(self._gates, identity, in_place=True)
 
 
 class Stream:

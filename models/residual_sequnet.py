@@ -31,16 +31,11 @@ from models.core import (
     Stream,
     TapBuffer,
     UpConv1d,
+    gated_residual,
 )
 from models.sequnet import receptive_field_of
 
 Record = dict[str, Tensor]
-
-
-def _gated(pre: Tensor, identity: Tensor) -> Tensor:
-    """`identity + tanh(filter) * sigmoid(gate)` where `pre = [filter, gate]` along dim 1."""
-    filter_, gate = pre.chunk(2, dim=1)
-    return torch.addcmul(identity, torch.tanh(filter_), torch.sigmoid(gate))
 
 
 class ResidualSeqUNet(CausalNetwork):
@@ -137,11 +132,10 @@ class ResidualSeqUNet(CausalNetwork):
             )
             shortcuts.append(s)
             _keep(record, f"decimate{i}", s.data)
-            pre = self.down_convs[i].forward_span(s, h_lo[i + 1], lengths[i + 1] - 1).data
-            h = Signal(
-                _gated(pre, s.span(2 * h_lo[i + 1], 2 * (lengths[i + 1] - 1))[..., ::2]),
-                h_lo[i + 1],
-            )
+            lo, hi = h_lo[i + 1], lengths[i + 1] - 1  # coarse times
+            pre = self.down_convs[i].forward_span(s, lo, hi).data  # (B, 2C, hi - lo + 1)
+            decimated = s.span(2 * lo, 2 * hi)[..., ::2]  # the identity: s[2m]
+            h = Signal(gated_residual(pre, decimated), lo)
         y = self._chain(self.bottleneck, h, plan["y"][-1], lengths[-1], None, record, "bottleneck")
         for i in reversed(range(self.blocks)):
             lo, hi = plan["u"][i], lengths[i] - 1
@@ -150,7 +144,7 @@ class ResidualSeqUNet(CausalNetwork):
             repeated = y.span(lo // 2, hi // 2).repeat_interleave(2, dim=-1)[
                 ..., lo % 2 : lo % 2 + hi - lo + 1
             ]
-            u = Signal(_gated(pre, repeated), lo)
+            u = Signal(gated_residual(pre, repeated), lo)
             y = self._chain(
                 self.merge_layers[i], shortcuts[i], plan["y"][i], hi + 1, u, record, f"merge{i}"
             )
@@ -175,7 +169,7 @@ class ResidualSeqUNet(CausalNetwork):
             if record is not None:
                 record[f"{name}.{j}"] = inputs.data
             pre = layer.forward_span(inputs, out_lo, length - 1).data
-            x = Signal(_gated(pre, x.span(out_lo, length - 1)), out_lo)
+            x = Signal(gated_residual(pre, x.span(out_lo, length - 1)), out_lo)
         return x
 
     def stream(

@@ -38,6 +38,11 @@ from models.core import (
 )
 
 
+def activation(x: Tensor, in_place: bool = False) -> Tensor:
+    """LeakyReLU, after every convolution but the output one: `(B, C, T)` or `(B, C)`."""
+    return F.leaky_relu(x, inplace=in_place)
+
+
 def _coarse(length: int) -> int:
     """Samples at the next coarser level for `length` samples (time 0 anchored)."""
     return (length + 1) // 2
@@ -92,7 +97,7 @@ class SeqUNet(CausalNetwork):
         return 1 << self.blocks
 
     def _activate(self, x: Tensor) -> Tensor:
-        return self.dropout(F.leaky_relu(x))
+        return self.dropout(activation(x))  # (B, C, T)
 
     def _plan(self, first_output: int, clip: bool = True) -> dict[str, list[int]]:
         """The first time of every signal that outputs from `first_output` on need.
@@ -224,15 +229,17 @@ class SeqUNetStream(Stream):
 
     def _level(self, i: int, h: Tensor, time: int) -> Tensor:
         """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
+        # Each step convolution returns a fresh tensor, so activating it in place is safe.
         if i == self.net.blocks:
-            return F.leaky_relu(self.bottleneck(h))
-        s = F.leaky_relu(self.shortcut[i](h))
-        pre = self.down[i](s)  # every shortcut enters the window; only even times are kept
-        if time % 2 == 0:
-            u = self.up[i].even_step(self._level(i + 1, F.leaky_relu(pre), time // 2))
-        else:
+            return activation(self.bottleneck(h), in_place=True)
+        s = activation(self.shortcut[i](h), in_place=True)  # (B, C_i)
+        if time % 2 == 0:  # kept by the stride-2 convolution: the coarser levels run
+            coarse = activation(self.down[i](s), in_place=True)  # (B, C_i)
+            u = self.up[i].even_step(self._level(i + 1, coarse, time // 2))
+        else:  # s only enters the down-sampling window
+            self.down[i].buffer.push(s)
             u = self.up[i].odd_step()
-        return F.leaky_relu(self.merge[i](F.leaky_relu(u), s))
+        return activation(self.merge[i](activation(u, in_place=True), s), in_place=True)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: dict[str, list[Signal]] = {}

@@ -34,6 +34,17 @@ from models.core import (
 )
 
 
+def activation(x: Tensor, in_place: bool = False) -> Tensor:
+    """ReLU, after each convolution of a block: `(B, C, T)` or `(B, C)`."""
+    return F.relu(x, inplace=in_place)
+
+
+def block_output(out: Tensor, residual: Tensor, in_place: bool = False) -> Tensor:
+    """A block's output `relu(out + residual)`, `(B, C, T)` or `(B, C)`; `in_place` reuses
+    `out`'s memory."""
+    return activation(out.add_(residual) if in_place else out + residual, in_place)
+
+
 class TemporalBlock(nn.Module):
     """Two weight-normalised dilated causal convolutions with a residual connection.
 
@@ -72,14 +83,14 @@ class TemporalBlock(nn.Module):
         `record`, if given, receives the inputs of both convolutions (for stream priming).
         """
         hidden = self.conv1.forward_span(x, max(lo - self.conv2.history, 0), hi)  # (B, out, T')
-        hidden = Signal(self.dropout(F.relu(hidden.data)), hidden.start)
-        out = self.dropout(F.relu(self.conv2.forward_span(hidden, lo, hi).data))  # (B, out, T)
+        hidden = Signal(self.dropout(activation(hidden.data)), hidden.start)
+        out = self.dropout(activation(self.conv2.forward_span(hidden, lo, hi).data))  # (B, out, T)
         residual = x.span(lo, hi)  # (B, in, T)
         if self.downsample is not None:
             residual = self.downsample(residual)  # (B, out, T)
         if record is not None:
             record += [x, hidden]
-        return Signal(F.relu(out + residual), lo)
+        return Signal(block_output(out, residual), lo)
 
 
 class TCN(CausalNetwork):
@@ -188,11 +199,16 @@ class TCNStream(Stream):
         return [conv.buffer for pair in self.convs for conv in pair]
 
     def _step(self, x: Tensor) -> Tensor:
+        # Each step convolution returns a fresh tensor, so activating it in place is safe.
         for (conv1, conv2), downsample in zip(self.convs, self.downsample):
-            hidden = conv1(x).relu_()  # (B, C_i); a fresh tensor, so in place is safe
-            out = conv2(hidden).relu_()  # (B, C_i)
-            residual = x if downsample is None else torch.addmm(downsample[1], x, downsample[0])
-            x = out.add_(residual).relu_()  # (B, C_i)
+            hidden = activation(conv1(x), in_place=True)  # (B, C_i)
+            out = activation(conv2(hidden), in_place=True)  # (B, C_i)
+            if downsample is None:
+                residual = x
+            else:
+                weight, bias = downsample
+                residual = torch.addmm(bias, x, weight)  # (B, C_i)
+            x = block_output(out, residual, in_place=True)  # (B, C_i)
         weight, bias = self.output
         return torch.addmm(bias, x, weight)  # (B, out)
 

@@ -23,13 +23,27 @@ from models.configs import WaveNetConfig
 from models.core import (
     CausalConv1d,
     CausalNetwork,
+    Gates,
     Signal,
     StepConv,
     Stream,
     TapBuffer,
     chain_starts,
+    gate_halves,
     step_weights,
 )
+
+
+def gated_activation(pre: Gates, in_place: bool = False) -> Tensor:
+    """The gated activation unit (§2.3), `tanh(filter) * sigmoid(gate)`.
+
+    pre: `[filter, gate]` along dim 1, `(B, 2D, ...)` (or its halves) -> `(B, D, ...)`.
+    `in_place` overwrites `pre` (a stream's buffer) and returns its filter half.
+    """
+    filter_, gate = gate_halves(pre)
+    if in_place:
+        return filter_.tanh_().mul_(gate.sigmoid_())
+    return torch.tanh(filter_) * torch.sigmoid(gate)
 
 
 class GatedLayer(nn.Module):
@@ -62,8 +76,7 @@ class GatedLayer(nn.Module):
     def forward_span(self, x: Signal, lo: int, hi: int) -> tuple[Signal, Tensor]:
         """Residual output and skip contribution for times `lo..hi`, each `(B, C, hi - lo + 1)`."""
         gates = self.gated_conv.forward_span(x, lo, hi).data  # (B, 2 * D, T)
-        filters, gate = gates.split(self.dilation_channels, dim=1)  # (B, D, T) each
-        mixed = self.mix_conv(torch.tanh(filters) * torch.sigmoid(gate))  # (B, R + S, T)
+        mixed = self.mix_conv(gated_activation(gates))  # (B, R + S, T)
         residual, skip = mixed.split((self.residual_channels, self.skip_channels), dim=1)
         return Signal(x.span(lo, hi) + residual, lo), skip
 
@@ -188,7 +201,7 @@ class WaveNetStream(Stream):
         )
         self.residual, self.skip = self.state.split((c.residual_channels, c.skip_channels), dim=1)
         self.gates = torch.zeros(batch_size, 2 * c.dilation_channels, device=device, dtype=dtype)
-        self.filter, self.gate = self.gates.split(c.dilation_channels, dim=1)
+        self.halves = gate_halves(self.gates)  # (B, D) views, made once
         self.input = step_weights(network.input_conv, device, dtype)
         self.skip_weights = step_weights(network.skip_conv, device, dtype)
         self.output = step_weights(network.output_conv, device, dtype)
@@ -203,7 +216,7 @@ class WaveNetStream(Stream):
         for conv, (mix_weight, mix_bias) in zip(self.gated, self.mix):
             window = conv.buffer.push(self.residual)  # (B, K * R)
             torch.addmm(conv.bias, window, conv.weight, out=self.gates)  # (B, 2 * D)
-            z = self.filter.tanh_().mul_(self.gate.sigmoid_())  # (B, D)
+            z = gated_activation(self.halves, in_place=True)  # (B, D)
             self.state.addmm_(z, mix_weight).add_(mix_bias)  # residual += res, skip sum += skip
         weight, bias = self.skip_weights
         hidden = torch.addmm(bias, self.skip.relu_(), weight).relu_()  # (B, S)
