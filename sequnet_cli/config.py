@@ -29,6 +29,7 @@ from sequnet_cli.tasks import TASK_NAMES
 AudioInput = Literal["one-hot", "one-hot+amplitude"]
 AudioOutput = Literal["softmax", "logistic-mixture"]
 LossReduction = Literal["mean", "sum"]
+Precision = Literal["auto", "fp32", "bf16"]
 OVERRIDE_SECTIONS = ("data", "train", "model")
 _TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train")
 
@@ -81,6 +82,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay instead of plain Adam
     threads: int = 0  # CPU threads for training; 0 = PyTorch's default (all cores)
     loss: LossReduction = "mean"  # per predicted frame/sample, or "sum" over the batch (authors')
+    # "auto": bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere (training_step).
+    precision: Precision = "auto"
+    capture: bool = True  # CUDA: replay batches of a repeated shape as a captured CUDA graph
 
     def __post_init__(self) -> None:
         _check_ranges(self, {"batch_size": 1, "eval_batches": 1})

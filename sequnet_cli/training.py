@@ -66,7 +66,6 @@ class Trainer:
         self.config = run.config.train
         self.network = network.to(device)
         self.training_step = TrainingStep(self.network, task, self.config)
-        self.optimizer = self.training_step.optimizer
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
@@ -77,7 +76,7 @@ class Trainer:
         if self.averaged is not None:
             self.averaged.module.load_state_dict(checkpoint["weights"])
             self.averaged.n_averaged.fill_(max(int(checkpoint["training"]["step"]), 1))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.training_step.load_optimizer_state(checkpoint["optimizer"])
         self.state = TrainingState(**checkpoint["training"])
         restore_rng(checkpoint["rng"])
         if "data_generator" in checkpoint:
@@ -163,8 +162,7 @@ class Trainer:
             and score > max(previous)
         ):
             self.state.lr /= 2
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.state.lr
+            self.training_step.set_lr(self.state.lr)
 
     @property
     def evaluated(self) -> CausalNetwork:
@@ -178,7 +176,7 @@ class Trainer:
             {
                 **extra,
                 "weights": self.evaluated.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.training_step.optimizer_state(),
                 "training": asdict(self.state),
                 "rng": capture_rng(),
                 "data_generator": self.data_generator.get_state(),

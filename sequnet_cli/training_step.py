@@ -2,16 +2,28 @@
 
 The trainer runs it for every batch and `sequnet bench` times it on random batches built by the
 same task, so any change to the step (its optimizer, precision or capture) shows in both.
+
+Precision (`train.precision`): `fp32`, or `bf16`, which runs the network under autocast in
+bfloat16 while the weights, their gradients, the optimizer and the checkpoints stay in float32
+and the tasks compute the loss and its softmax in float32; `auto` is bf16 on CUDA GPUs that
+support it, fp32 elsewhere. Capture (`train.capture`, CUDA only): batches of a repeated shape
+are trained by replaying the step as a CUDA graph (`sequnet_cli.captured_step`); if capture
+fails, one warning and the step runs eagerly.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import CausalNetwork
+from sequnet_cli.captured_step import CapturedStep
 from sequnet_cli.config import TrainConfig
-from sequnet_cli.errors import DeviceError
+from sequnet_cli.devices import autocast_dtype
+from sequnet_cli.errors import DeviceError, warn
 from sequnet_cli.tasks import Batch, Task
 
 
@@ -24,29 +36,100 @@ class TrainingStep:
 
     def __init__(self, network: CausalNetwork, task: Task, config: TrainConfig) -> None:
         self.network, self.task, self.config = network, task, config
-        self.optimizer = make_optimizer(network, config.lr, config.weight_decay)
+        self.device = next(network.parameters()).device
+        self.autocast = autocast_dtype(self.device, config.precision)
+        # A replayed graph needs a capturable optimizer; elsewhere it would only cost time.
+        self.capture = config.capture and self.device.type == "cuda"
+        self.optimizer = make_optimizer(
+            network, config.lr, config.weight_decay, capturable=self.capture
+        )
         self.averaged = averaged_model(network, config.ema) if config.ema > 0 else None
+        self.graph: CapturedStep | None = None
 
     def __call__(self, batch: Batch) -> tuple[float, int]:
         """One optimizer step on `batch` (on the network's device); returns the batch's mean
         loss in nats per predicted element and how many elements were predicted."""
-        count = max(batch.count, 1)
         try:
-            self.optimizer.zero_grad(set_to_none=True)
-            total = self.task.loss_sum(self.network, batch)
-            loss = total if self.config.loss == "sum" else total / count
-            loss.backward()
-            if self.config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
-            self.optimizer.step()
+            total, count = self._captured(batch) if self.capture else self._update(batch)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.network)
+            total_value, count_value = total.item(), max(int(count.item()), 1)
         except torch.OutOfMemoryError as error:
             raise DeviceError(
                 f"out of memory at batch size {self.config.batch_size}; "
                 "lower it with --set train.batch_size=N"
             ) from error
-        return total.item() / count, count
+        return total_value / count_value, count_value
+
+    def _update(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The step itself, in tensor operations only (so that it can be captured): returns the
+        summed loss and the number of predicted elements, as tensors."""
+        self.optimizer.zero_grad(set_to_none=True)
+        enabled = self.autocast is not None
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=enabled):
+            total = self.task.loss_sum(self.network, batch)
+        count = batch.mask.sum().clamp(min=1)
+        loss = total if self.config.loss == "sum" else total / count
+        loss.backward()
+        if self.config.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
+        self.optimizer.step()
+        return total.detach(), count
+
+    def _captured(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Replay the captured step when `batch` has its shape; capture at the first batch."""
+        if self.graph is None:
+            try:
+                self.graph = CapturedStep(self._update, self._tensors, batch)
+            except RuntimeError as error:  # capture refused an operation, or its memory
+                warn(
+                    f"could not capture the training step as a CUDA graph ({error}); training "
+                    "without capture (turn it off with --set train.capture=false)"
+                )
+                self.capture = False
+                return self._update(batch)
+        if self.graph.fits(batch):
+            return self.graph(batch)
+        return self._update(batch)  # another shape (e.g. a shorter last batch): eagerly
+
+    def _tensors(self) -> list[Tensor]:
+        """Every tensor a step changes: the weights and the optimizer's state."""
+        state = [
+            value
+            for values in self.optimizer.state.values()
+            for value in values.values()
+            if isinstance(value, Tensor)
+        ]
+        return [*self.network.parameters(), *state]
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate (in place when a captured graph reads it from a tensor)."""
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state dict with plain-number learning rates (what checkpoints store,
+        whether or not this step captures)."""
+        state = self.optimizer.state_dict()
+        groups = [{**group, "lr": float(group["lr"])} for group in state["param_groups"]]
+        return {**state, "param_groups": groups}
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        """Restore `optimizer_state()`; a captured step keeps its learning-rate tensor."""
+        lr = float(state["param_groups"][0]["lr"])
+        tensors = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state)
+        for group, tensor in zip(self.optimizer.param_groups, tensors, strict=True):
+            if isinstance(tensor, Tensor):
+                group["lr"] = tensor
+        self.set_lr(lr)
 
     @property
     def evaluated(self) -> CausalNetwork:
@@ -56,13 +139,24 @@ class TrainingStep:
         return self.averaged.module  # type: ignore[return-value]
 
 
-def make_optimizer(network: CausalNetwork, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam, or AdamW when there is a weight decay (decoupled from the gradient, as AdamW does)."""
+def make_optimizer(
+    network: CausalNetwork, lr: float, weight_decay: float, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """Adam, or AdamW when there is a weight decay (decoupled from the gradient, as AdamW does).
+
+    `capturable`: the step may be replayed as a CUDA graph, so the learning rate lives in a
+    tensor on the parameters' device.
+    """
     # The fused kernels (CPU and CUDA) update all tensors in one pass: on a 2-core CPU, one JSB
     # step of Adam takes a third of the time of the default implementation.
+    device = next(network.parameters()).device
+    rate: float | Tensor = torch.tensor(lr, device=device) if capturable else lr
+    parameters = network.parameters()
     if weight_decay == 0:
-        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
-    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(parameters, lr=rate, fused=True, capturable=capturable)
+    return torch.optim.AdamW(
+        parameters, lr=rate, weight_decay=weight_decay, fused=True, capturable=capturable
+    )
 
 
 def averaged_model(network: CausalNetwork, decay: float) -> AveragedModel:

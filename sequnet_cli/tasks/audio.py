@@ -80,9 +80,10 @@ class AudioTask:
         return AudioData(self, corpus, receptive_field)
 
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
-        """Summed cross-entropy (nats) of the batch's targets, computed in valid mode."""
+        """Summed cross-entropy (nats) of the batch's targets, computed in valid mode; the
+        softmax and the loss always in float32."""
         output = network(batch.x, outputs=batch.target.shape[-1])  # (B, C, N)
-        return self.coding.nll(output, batch.target)
+        return self.coding.nll(output.float(), batch.target)  # float32 even under autocast
 
     @staticmethod
     def score(nats: float, count: int) -> float:

@@ -72,7 +72,7 @@ class PianoRollTask:
 
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed negative log-likelihood (nats) of the batch's predicted frames."""
-        logits = network(batch.x)  # (B, 88, T - 1)
+        logits = network(batch.x).float()  # (B, 88, T - 1), float32 even under autocast
         bce = F.binary_cross_entropy_with_logits(logits, batch.target, reduction="none")
         return (bce.sum(1) * batch.mask).sum()  # summed over pitches, then unpadded frames
 
