@@ -106,6 +106,25 @@ class TrainingDisplay:
         )
 
 
+class QuietTrainingDisplay(TrainingDisplay):
+    """A `TrainingDisplay` that shows nothing: a search's trials train under its study table."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
+        pass
+
+    def advance(self, train: float, items: int, lr: float) -> None:
+        pass
+
+    def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
+        pass
+
+
 class GenerationDisplay:
     """Live progress of generation: elements per second and, for audio, times real time."""
 
@@ -235,3 +254,4 @@ def print_scores(
         table.add_row(split, f"{score:.4f}")
     console.print(table)
     console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+
