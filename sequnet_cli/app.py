@@ -134,6 +134,83 @@ def train(
     )
 
 
+@app.command()
+def tune(
+    preset: PresetArgument,
+    model: ModelOption = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="Finished trials the study should hold (a rerun continues it)."),
+    ] = None,
+    minutes_per_trial: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop each trial after this many minutes (default: the preset's limits)."
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna RDB URL of the study, e.g. postgresql://user:password@host/db, shared by "
+            "machines (default: SQLite in the user data dir)."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Trials at once on this machine, sharing its CPU threads.")
+    ] = 1,
+    study: Annotated[
+        str | None, typer.Option(help="Name of the study (default: PRESET-MODEL).")
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the study's leaderboard; run no trial.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write the best trial's preset (default: beside the study).",
+        ),
+    ] = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    data: DataOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Search a preset's hyper-parameters (its [tune] space) with Optuna's TPE; every trial is a run."""
+    from sequnet_cli import tuning
+    from sequnet_cli.console import print_study
+
+    overrides = list(set_ or [])
+    if data is not None:  # recorded in the runs, so evaluate and sample find the same data
+        overrides.append(f"data.dataset={data.expanduser().resolve()}")
+    if trials is None and not show:
+        raise ConfigError("say how many trials the study should hold with --trials N (or --show)")
+    plan = tuning.plan_study(
+        preset,
+        model,
+        overrides,
+        trials=trials or 0,
+        minutes_per_trial=minutes_per_trial or 0.0,
+        storage=storage,
+        jobs=jobs,
+        study=study,
+        device=device,
+        data_dir=data_dir,
+        out=out,
+    )
+    if not show:
+        tuning.run_study(plan)
+    report = tuning.study_report(plan)
+    print_study(report.rows, report.columns, report.metric, report.title, report.caption)
+    if report.best_preset is not None:
+        console.print(
+            f"best preset: {report.best_preset}; train it with "
+            f"`sequnet train {report.best_preset}`",
+            soft_wrap=True,
+        )
+
+
 @app.command("runs")
 def list_runs_command() -> None:
     """List training runs and their checkpoints, newest first."""

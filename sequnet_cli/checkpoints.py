@@ -1,6 +1,7 @@
 """Runs and checkpoints: the one place that knows their on-disk format (`FORMAT_VERSION`).
 
-A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` under `runs_dir()` holding `config.json`
+A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` (a search trial's: `<study>-trial<N>-...`)
+under `runs_dir()` holding `config.json`
 (the resolved `RunConfig`, written once at the start) and two checkpoints, `last.pt` (the latest
 state, to resume) and `best.pt` (the best validation score, to evaluate and sample). A checkpoint
 is a `torch.save`d dict of tensors and plain Python values only, so it loads with
@@ -74,10 +75,12 @@ class Run:
         return self.path.name
 
     @classmethod
-    def create(cls, config: RunConfig) -> Run:
-        """A new, uniquely named run folder with `config.json` written."""
+    def create(cls, config: RunConfig, label: str | None = None) -> Run:
+        """A new, uniquely named run folder with `config.json` written; `label` (e.g. a
+        search trial's) replaces the `<preset>-<model>` start of the name."""
         stamp = datetime.now().strftime(_TIME_FORMAT)
-        base = f"{_safe_name(config.preset)}-{_safe_name(config.model.name)}-{stamp}"
+        start = label or f"{_safe_name(config.preset)}-{_safe_name(config.model.name)}"
+        base = f"{_safe_name(start)}-{stamp}"
         parent = runs_dir()
         encoded = json.dumps(config.to_dict(), indent=2).encode()
         for attempt in range(1, 1000):

@@ -7,13 +7,23 @@ order, the dataclass defaults, the preset's `[data]`/`[train]`, the variant's `t
 overrides and the command line's `--set section.key=value` strings into a `RunConfig`. Every key
 is checked against the dataclass fields and every value against their type hints, so a typo or a
 wrong type is refused with a `ConfigError` naming the key, never silently ignored.
+
+A preset may also declare the space `sequnet tune` searches: a `[tune]` table shared by its
+variants and a `[variant.tune]` table per variant, each mapping `--set`-style keys
+(`train.lr`, `model.dropout`, and `model.width` / `model.stages`, which every architecture
+understands) to a range or a list of choices. They are checked as strictly as the rest, each end
+of a range against the config it would build. The module is long because it is the one place
+that knows the preset schema: the run settings, the search space and writing a config back out
+as a preset.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -31,7 +41,10 @@ AudioOutput = Literal["softmax", "logistic-mixture"]
 LossReduction = Literal["mean", "sum"]
 Precision = Literal["auto", "fp32", "bf16"]
 OVERRIDE_SECTIONS = ("data", "train", "model")
-_TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train")
+_TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train", "tune")
+# Searched model settings that every architecture understands (`NetworkConfig.with_stages`).
+SEARCH_KNOBS = {"width": int, "stages": int}
+_RANGE_KEYS = ("low", "high", "log", "step", "optional", "choices")
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,35 @@ class RunConfig:
             raise CheckpointError(f"invalid stored run config: {error}; {hint}") from error
 
 
+Choice = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """One searched setting of a preset's `[tune]` space; `key` is a `--set`-style name.
+
+    Either `choices`, or the range `low`..`high` (integers when the setting is one), on a log
+    scale with `log`, in steps of `step` when it is given; `optional` also tries 0, "off" (the
+    paper's search tries clipping off, or on with a magnitude in [0.01, 1.0]).
+    """
+
+    key: str
+    low: float = 0.0
+    high: float = 0.0
+    integer: bool = False
+    log: bool = False
+    step: float | None = None
+    optional: bool = False
+    choices: tuple[Choice, ...] = ()
+
+    def edges(self) -> tuple[Choice, ...]:
+        """The values whose validity bounds the whole range: its ends, the choices, off."""
+        if self.choices:
+            return self.choices
+        ends = (self.low, self.high, 0) if self.optional else (self.low, self.high)
+        return tuple(int(end) if self.integer else float(end) for end in ends)
+
+
 @dataclass(frozen=True)
 class PresetFile:
     """A parsed, checked preset file; values are coerced but not yet merged with overrides."""
@@ -170,6 +212,7 @@ class PresetFile:
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    spaces: Mapping[str, tuple[SearchRange, ...]] = field(default_factory=dict)  # per variant
 
 
 def list_presets() -> list[str]:
@@ -277,7 +320,9 @@ def _parse_preset(name: str, source: str, raw: bytes) -> PresetFile:
             f"model = '{default}' in {where} names no table; its models: {', '.join(variants)}"
         )
     description = _string(document.get("description", ""), "description", where)
-    return PresetFile(name, source, description, task, default, data, train, variants)
+    file = PresetFile(name, source, description, task, default, data, train, variants)
+    spaces = _parse_spaces(document, file, where)
+    return dataclasses.replace(file, spaces=spaces)
 
 
 def _parse_variant(name: str, table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -295,7 +340,7 @@ def _parse_variant(name: str, table: dict[str, Any], where: str) -> dict[str, An
             f"got '{architecture}'"
         )
     hints = _field_hints(CONFIGS[architecture])
-    known = ["architecture", "train", *hints]
+    known = ["architecture", "train", "tune", *hints]
     checked: dict[str, Any] = {"architecture": architecture}
     for key, value in table.items():
         if key == "train":
@@ -303,7 +348,7 @@ def _parse_variant(name: str, table: dict[str, Any], where: str) -> dict[str, An
             checked["train"] = _check_section(section, TrainConfig, f"{name}.train", where)
         elif key in hints:
             checked[key] = _coerce(value, hints[key], f"{name}.{key}", where)
-        elif key != "architecture":
+        elif key not in ("architecture", "tune"):  # the search space is read by _parse_spaces
             raise _unknown_key(f"{name}.{key}", where, known)
     return checked
 
@@ -319,6 +364,221 @@ def _check_section(
             raise _unknown_key(f"{section}.{key}", where, list(hints))
         checked[key] = _coerce(value, hints[key], f"{section}.{key}", where)
     return checked
+
+
+# --- the search space ------------------------------------------------------------------------
+
+
+def _parse_spaces(
+    document: Mapping[str, Any], file: PresetFile, where: str
+) -> dict[str, tuple[SearchRange, ...]]:
+    """Each variant's search space: the shared `[tune]` table, then the variant's own."""
+    shared = _tune_entries(document.get("tune", {}), "tune", where)
+    spaces = {}
+    for name, variant in file.variants.items():
+        own = _tune_entries(document[name].get("tune", {}), f"{name}.tune", where)
+        entries = {**shared, **own}
+        if not entries:
+            continue
+        hints = _search_hints(variant["architecture"])
+        context = f"{where} (model {name})"
+        ranges = tuple(
+            _parse_range(key, label, spec, hints, context) for key, (label, spec) in entries.items()
+        )
+        _check_edges(file, name, ranges, {key: label for key, (label, _) in entries.items()})
+        spaces[name] = ranges
+    return spaces
+
+
+def _tune_entries(table: object, label: str, where: str) -> dict[str, tuple[str, object]]:
+    """`section.key` -> (its name in the file, its range table), from a `[tune]` table.
+
+    TOML reads `train.lr = {...}` as a `train` table holding `lr`; a quoted `"train.lr"` key
+    is accepted as well.
+    """
+    entries: dict[str, tuple[str, object]] = {}
+    for first, value in _table(table, label, where).items():
+        if "." in first:
+            entries[first] = (f"{label}.{first}", value)
+        elif first in OVERRIDE_SECTIONS:
+            for key, spec in _table(value, f"{label}.{first}", where).items():
+                entries[f"{first}.{key}"] = (f"{label}.{first}.{key}", spec)
+        else:
+            raise ConfigError(
+                f"unknown key '{label}.{first}' in {where}; a search space names settings as "
+                f"section.key with section one of {', '.join(OVERRIDE_SECTIONS)} "
+                "(e.g. train.lr = { low = 1e-5, high = 1e-2, log = true })"
+            )
+    return entries
+
+
+def _search_hints(architecture: str) -> dict[str, dict[str, Any]]:
+    """Section -> searchable key -> type hint, for a variant of `architecture`."""
+    return {
+        "data": _field_hints(DataConfig),
+        "train": _field_hints(TrainConfig),
+        "model": {**_field_hints(CONFIGS[architecture]), **SEARCH_KNOBS},
+    }
+
+
+def _parse_range(
+    key: str, label: str, spec: object, hints: Mapping[str, Mapping[str, Any]], where: str
+) -> SearchRange:
+    """Check one `key = { low, high, ... }` or `key = { choices = [...] }` entry."""
+    section, _, name = key.partition(".")
+    if name not in hints.get(section, {}):
+        known = [f"{s}.{k}" for s, keys in hints.items() for k in keys]
+        raise _unknown_key(label, where, known)
+    hint = hints[section][name]
+    table = _table(spec, label, where)
+    for option in table:
+        if option not in _RANGE_KEYS:
+            raise _unknown_key(f"{label}.{option}", where, list(_RANGE_KEYS))
+    if typing.get_origin(hint) is tuple:
+        raise ConfigError(
+            f"{label} in {where} is a list setting and cannot be searched; search its width and "
+            "count with model.width and model.stages instead"
+        )
+    if "choices" in table:
+        return _parse_choices(key, label, table, hint, where)
+    if hint not in (int, float):
+        raise ConfigError(f"{label} in {where} is not a number; give choices = [...] instead")
+    return _parse_numeric_range(key, label, table, hint, where)
+
+
+def _parse_choices(
+    key: str, label: str, table: Mapping[str, Any], hint: Any, where: str
+) -> SearchRange:
+    if len(table) > 1:
+        others = ", ".join(option for option in table if option != "choices")
+        raise ConfigError(f"{label} in {where} has choices and {others}; give one or the other")
+    values = table["choices"]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{label}.choices in {where} must be a non-empty list, got {values!r}")
+    choices = tuple(_coerce(value, hint, f"{label}.choices", where) for value in values)
+    if len(set(choices)) < len(choices):
+        raise ConfigError(f"{label}.choices in {where} repeats a value: {values!r}")
+    return SearchRange(key, choices=typing.cast(tuple[Choice, ...], choices))
+
+
+def _parse_numeric_range(
+    key: str, label: str, table: Mapping[str, Any], hint: type, where: str
+) -> SearchRange:
+    if "low" not in table or "high" not in table:
+        raise ConfigError(f"{label} in {where} needs low and high (or choices = [...])")
+    low, high = (_finite(table[end], hint, f"{label}.{end}", where) for end in ("low", "high"))
+    if not low < high:
+        raise ConfigError(
+            f"{label} in {where} is an empty range: low = {low} must be below high = {high}"
+        )
+    log = _coerce(table.get("log", False), bool, f"{label}.log", where)
+    optional = _coerce(table.get("optional", False), bool, f"{label}.optional", where)
+    step = None
+    if "step" in table:
+        step = _finite(table["step"], hint, f"{label}.step", where)
+        intervals = (high - low) / step if step > 0 else math.nan
+        if log or not abs(intervals - round(intervals)) < 1e-9 or intervals < 1:
+            raise ConfigError(
+                f"{label}.step in {where} must be positive, divide high - low = {high - low} "
+                f"and not be combined with log, got {step}"
+            )
+    if log and low <= 0:
+        raise ConfigError(f"{label} in {where} has log = true, so low must be above 0, got {low}")
+    return SearchRange(key, low, high, hint is int, bool(log), step, bool(optional))
+
+
+def _finite(value: object, hint: type, key: str, where: str) -> float:
+    number = typing.cast(float, _coerce(value, hint, key, where))
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} in {where} must be a finite number, got {value!r}")
+    return number
+
+
+def _check_edges(
+    file: PresetFile, variant: str, ranges: tuple[SearchRange, ...], labels: Mapping[str, str]
+) -> None:
+    """Refuse a range whose ends (or choices, or off) would make an invalid config."""
+    base = resolve(file, variant, [])
+    for searched in ranges:
+        for value in searched.edges():
+            where = f"the search space ({labels[searched.key]} = {value!r}) of preset {file.name}"
+            where += f", model {variant}"
+            apply_search_values(base, {searched.key: value}, where)
+
+
+def apply_search_values(
+    config: RunConfig, values: Mapping[str, Choice], where: str = "the search"
+) -> RunConfig:
+    """A copy of `config` with searched values, keyed as in `[tune]` (`train.lr`,
+    `model.width`, ...); an invalid value is a `ConfigError` naming the key and `where`."""
+    network = config.model.network
+    if any(f"model.{knob}" in values for knob in SEARCH_KNOBS):
+        count = int(values.get("model.stages", network.stages))
+        width = int(values.get("model.width", network.width))
+        try:
+            network = network.with_stages(count, width)
+        except ConfigValueError as error:
+            raise ConfigError(f"model.{error.field} {error.reason} in {where}") from error
+    sections = {
+        "data": dataclasses.asdict(config.data),
+        "train": dataclasses.asdict(config.train),
+        "model": dataclasses.asdict(network),
+    }
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if name not in SEARCH_KNOBS or section != "model":
+            sections[section][name] = value
+    return _build(
+        config.preset,
+        config.description,
+        config.task,
+        config.model.name,
+        config.model.architecture,
+        sections,
+        where,
+    )
+
+
+# --- writing a config as a preset -------------------------------------------------------------
+
+
+def preset_text(config: RunConfig, comment: str = "") -> str:
+    """A preset file holding exactly `config` as its one model variant: every setting written
+    out, so that `resolve` of the file gives `config` back (under the file's name)."""
+    name = config.model.name
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines += [
+        f"description = {_toml_value(config.description)}",
+        f"task = {_toml_value(config.task)}",
+        f"model = {_toml_value(name)}",
+    ]
+    tables = {
+        "data": dataclasses.asdict(config.data),
+        "train": dataclasses.asdict(config.train),
+        _toml_key(name): {
+            "architecture": config.model.architecture,
+            **dataclasses.asdict(config.model.network),
+        },
+    }
+    for table, values in tables.items():
+        lines += ["", f"[{table}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # Python's shortest round-trip form is valid TOML (1e-05, inf)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    # JSON's escapes are TOML's; TOML also wants DEL escaped.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
 
 
 # --- overrides -------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
+from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -104,6 +106,25 @@ class TrainingDisplay:
             f"{score:.4f}  best {best:.4f}  lr {lr:.3g}  {self.items / seconds:,.0f} "
             f"{self.unit}/s  {self.steps / seconds:.2f} steps/s"
         )
+
+
+class QuietTrainingDisplay(TrainingDisplay):
+    """A `TrainingDisplay` that shows nothing: a search's trials train under its study table."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
+        pass
+
+    def advance(self, train: float, items: int, lr: float) -> None:
+        pass
+
+    def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
+        pass
 
 
 class GenerationDisplay:
@@ -235,3 +256,110 @@ def print_scores(
         table.add_row(split, f"{score:.4f}")
     console.print(table)
     console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+
+
+class TrialRow(Protocol):
+    """What the tables of a hyper-parameter search show of one trial."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> str: ...  # running, complete, pruned, failed
+    @property
+    def params(self) -> Mapping[str, str]: ...  # searched key -> value, formatted
+    @property
+    def validations(self) -> int: ...
+    @property
+    def score(self) -> float | None: ...  # its best validation score so far
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def note(self) -> str: ...
+
+
+_STATE_STYLES = {"running": "cyan", "complete": "green", "pruned": "yellow", "failed": "red"}
+
+
+def _trial_table(
+    rows: Sequence[TrialRow], keys: Sequence[str], metric: str, title: str, caption: str
+) -> Table:
+    """Values are never cut (long headers take a line per word) and columns are separated by one
+    space, so that seven searched settings fit 80 columns; only a failure's note is cut."""
+    headers = ["#", "state", *(key.replace("_", "\n") for key in keys), f"valid\n{metric}"]
+    headers += ["evals", "time"]
+    cells = [
+        [
+            str(row.number),
+            row.state,
+            *(row.params.get(key, "") for key in keys),
+            "-" if row.score is None else f"{row.score:.4f}",
+            str(row.validations),
+            _duration(row.seconds),
+        ]
+        for row in rows
+    ]
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    for index, header in enumerate(headers):
+        width = max(
+            [len(word) for word in header.splitlines()] + [len(line[index]) for line in cells]
+        )
+        justify: Literal["left", "right"] = "left" if header == "state" else "right"
+        table.add_column(header, justify=justify, min_width=width)
+    notes = any(row.note for row in rows)
+    if notes:
+        table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
+    for row, line in zip(rows, cells, strict=True):
+        style = _STATE_STYLES.get(row.state)
+        state = f"[{style}]{row.state}[/]" if style else row.state
+        table.add_row(line[0], state, *line[2:], *([row.note] if notes else []))
+    return table
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}"
+        if minutes >= 60
+        else f"{minutes}:{rest:02d}"
+    )
+
+
+def print_study(
+    rows: Sequence[TrialRow], keys: Sequence[str], metric: str, title: str, caption: str
+) -> None:
+    """The `sequnet tune --show` leaderboard (rows in the order given)."""
+    console.print(_trial_table(rows, keys, metric, title, caption))
+
+
+class StudyDisplay:
+    """Live table of a search's trials, redrawn by `update`; `finished` prints one line per
+    trial above it, so that a log that is not a terminal stays readable.
+
+    `keys`: the searched settings (one column each); `metric`: e.g. "NLL".
+    """
+
+    def __init__(self, title: str, keys: Sequence[str], metric: str) -> None:
+        self.title, self.keys, self.metric = title, list(keys), metric
+        self.live = Live(console=console, transient=True, refresh_per_second=2)
+
+    def __enter__(self) -> Self:
+        console.print(f"[bold]{self.title}[/]", soft_wrap=True)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, rows: Sequence[TrialRow], caption: str) -> None:
+        self.live.update(_trial_table(rows, self.keys, self.metric, "", caption), refresh=True)
+
+    def finished(self, row: TrialRow) -> None:
+        settings = "  ".join(f"{key} {row.params.get(key, '-')}" for key in self.keys)
+        score = "-" if row.score is None else f"{row.score:.4f}"
+        note = f"  ({row.note})" if row.note else ""
+        self.live.console.print(
+            f"trial {row.number:>3} {row.state:<8} valid {self.metric} {score}  {settings}  "
+            f"{_duration(row.seconds)}{note}",
+            soft_wrap=True,
+            markup=False,
+        )

@@ -30,6 +30,10 @@ class DeviceError(SequnetError):
     """A requested device (CUDA, audio output) is not available, or ran out of memory."""
 
 
+class RunInterruptedError(SequnetError):
+    """Ctrl-C stopped a training run; its last checkpoint is kept."""
+
+
 class WriteError(SequnetError):
     """A file could not be written; the previous version of it, if any, is unchanged."""
 

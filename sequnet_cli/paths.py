@@ -29,6 +29,11 @@ def cache_dir() -> Path:
     return _folder(user_data_dir() / "cache")
 
 
+def studies_dir() -> Path:
+    """Hyper-parameter searches: their SQLite database and the best preset of each study."""
+    return _folder(user_data_dir() / "studies")
+
+
 def data_search_dirs(option: Path | None = None) -> list[Path]:
     """Folders searched for dataset files before downloading: the option, then `SEQUNET_DATA_DIR`."""
     dirs = [option] if option is not None else []

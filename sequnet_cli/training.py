@@ -5,16 +5,18 @@ The learning-rate rule is the authors': once more than `lr_decay_after` epochs h
 epoch whose validation score is worse than every one of the last `patience` epochs halves it.
 
 A run ends cleanly at whichever limit comes first (epochs, optimizer steps, minutes) with a
-checkpoint. Checkpoints are written atomically after every epoch; Ctrl-C leaves the last one
-intact. Resuming is exact: the order of an epoch's batches comes from a generator seeded by
-(seed, epoch), batches already done are skipped, and every random state is restored.
+checkpoint, or when the caller's per-period callback asks (`sequnet tune` prunes so).
+Checkpoints are written atomically after every epoch; Ctrl-C leaves the last one intact.
+Resuming is exact: the order of an epoch's batches comes from a generator seeded by (seed,
+epoch), batches already done are skipped, and every random state is restored.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,9 @@ import torch
 from models import CausalNetwork
 from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig
-from sequnet_cli.console import TrainingDisplay, file_progress
+from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
 from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import SequnetError
+from sequnet_cli.errors import RunInterruptedError, SequnetError
 from sequnet_cli.evaluation import evaluate_split
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
@@ -45,6 +47,10 @@ class TrainingState:
     metric: str = ""
     seconds: float = 0.0  # training time so far
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+# Called after each validation (and checkpoint) with the run's state; True stops the run there.
+PeriodCallback = Callable[["TrainingState"], bool]
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,11 @@ class Trainer:
         if "data_generator" in checkpoint:
             self.data_generator.set_state(checkpoint["data_generator"])
 
-    def fit(self, limits: Limits, display: TrainingDisplay) -> TrainingState:
-        """Train until a limit is reached; returns the final state (the checkpoint is written)."""
+    def fit(
+        self, limits: Limits, display: TrainingDisplay, on_period: PeriodCallback | None = None
+    ) -> TrainingState:
+        """Train until a limit is reached (or `on_period` says stop); returns the final state
+        (the checkpoint is written)."""
         started, base = time.monotonic(), self.state.seconds
         stop = False
         while self.state.epoch < limits.epochs and not stop:
@@ -102,6 +111,8 @@ class Trainer:
                 self.state.epoch, self.state.batch = self.state.epoch + 1, 0
             train = self.task.score(nats, count) if count else math.nan
             self._end_of_period(display, epoch_done, train)
+            if on_period is not None and on_period(self.state):
+                stop = True
         return self.state
 
     def _limit_reached(self, limits: Limits) -> bool:
@@ -192,13 +203,21 @@ def train_run(
     data: Path | None = None,
     data_dir: Path | None = None,
     resume: Run | None = None,
+    *,
+    on_period: PeriodCallback | None = None,
+    quiet: bool = False,
+    label: str | None = None,
 ) -> tuple[Run, TrainingState]:
-    """Train a new run of `config` (or continue `resume`); returns the run and its final state."""
+    """Train a new run of `config` (or continue `resume`); returns the run and its final state.
+
+    `on_period` is called after each validation and may stop the run; `quiet` shows no
+    progress; `label` starts a new run's folder name (see `Run.create`).
+    """
     if resume is not None:
         config = resume.config
     threads = config.train.threads if device.type == "cpu" else 0
     with cpu_threads(threads):
-        return _train(config, limits, device, data, data_dir, resume)
+        return _train(config, limits, device, data, data_dir, resume, on_period, quiet, label)
 
 
 def _train(
@@ -208,13 +227,16 @@ def _train(
     data: Path | None,
     data_dir: Path | None,
     resume: Run | None,
+    on_period: PeriodCallback | None,
+    quiet: bool,
+    label: str | None,
 ) -> tuple[Run, TrainingState]:
     torch.manual_seed(config.train.seed)
     task = task_for(config)
     network = task.build_network()
-    with file_progress("reading the data") as progress:
+    with nullcontext(None) if quiet else file_progress("reading the data") as progress:
         task_data = task.open_data(data, data_dir, network.receptive_field, progress)
-    run = resume or Run.create(config)
+    run = resume or Run.create(config, label)
     trainer = Trainer(run, network, task, task_data, device)
     if resume is not None:
         trainer.resume(resume.load_state("last", map_location=device))
@@ -223,11 +245,12 @@ def _train(
         f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
         f"parameters, receptive field {network.receptive_field}) on {describe(device)} -> {run.path}"
     )
-    with TrainingDisplay(task.unit, task.metric, title) as display:
+    display_class = QuietTrainingDisplay if quiet else TrainingDisplay
+    with display_class(task.unit, task.metric, title) as display:
         try:
-            state = trainer.fit(limits, display)
+            state = trainer.fit(limits, display, on_period)
         except KeyboardInterrupt:
-            raise SequnetError(
+            raise RunInterruptedError(
                 f"interrupted; run {run.name} keeps its last checkpoint "
                 f"(continue with `sequnet train --resume {run.name}`)"
             ) from None
