@@ -177,7 +177,7 @@ def tune(
     data: DataOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Search a preset's hyper-parameters (its [tune] space) with Optuna's TPE; every trial is a run."""
+    """Search a preset's hyper-parameters (its tune tables) with Optuna's TPE; each trial is a run."""
     from sequnet_cli import tuning
     from sequnet_cli.console import print_study
 
