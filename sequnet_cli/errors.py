@@ -30,6 +30,10 @@ class DeviceError(SequnetError):
     """A requested device (CUDA, audio output) is not available, or ran out of memory."""
 
 
+class StoppedError(SequnetError):
+    """The user stopped a command (Ctrl-C) after part of its work was shown or kept."""
+
+
 class WriteError(SequnetError):
     """A file could not be written; the previous version of it, if any, is unchanged."""
 
