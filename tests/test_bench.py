@@ -208,16 +208,20 @@ def test_training_measurement_counts_its_memory_on_every_device() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_memory_pass_measures_the_model_not_the_autotuning() -> None:
+def test_cuda_memory_pass_measures_the_model_not_the_autotuning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = with_network(resolve("piano", None, []), ResidualSeqUNetConfig(32, levels=6))
     spec = TrainingSpec(config, batch_size=2, targets=2000, warmup_steps=1, steps=2, threads=1)
-    torch.backends.cudnn.benchmark = True
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as bench runs, restored after
     measured = bench.measure_training(spec, torch.device("cuda"))
     assert torch.backends.cudnn.benchmark  # the memory pass turns it off only for itself
     assert measured.peak_memory_bytes is not None and measured.allocator_peak_bytes is not None
-    # the step's own tensors, plus its temporaries: the same order as the counted memory
+    # at least the weights and Adam's two moments; at most the step's own tensors, temporaries
+    # and heuristic (not autotuned) cuDNN workspaces
+    parameters = sum(p.numel() for p in task_for(config).build_network().parameters())
     counted = measured.counted_memory_bytes
-    assert counted * 0.8 <= measured.peak_memory_bytes <= 3 * counted + 64 * 2**20
+    assert 3 * 4 * parameters <= measured.peak_memory_bytes <= 3 * counted + 256 * 2**20
 
 
 def test_bench_times_the_trainers_step(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,11 +11,13 @@ estimate beside its measured time, so both can be compared):
 2. Calibration, on the bench's device, with each measurement's CPU threads:
    - per kind of network (architecture and widths): a proxy with the same widths cut to
      `PROXY_STAGES` stages, trained at batch 1 with `SHORT_TARGETS` targets, where a step is
-     mostly a fixed cost per operation, then with enough targets for about
-     `PROXY_MULTIPLY_ADDS` forward multiply-adds, where it is mostly arithmetic. The two steady
-     step times give the kind's seconds per operation and per multiply-add. The first short
-     step, beyond the steady one, gives the first step's extra seconds per operation (oneDNN
-     primitives or cuDNN algorithms made for new shapes).
+     mostly a fixed cost per operation, then long enough for a steady step of about
+     `LONG_PROXY_SECONDS` (sized from a middle length of `PROXY_MULTIPLY_ADDS`), where it is
+     mostly arithmetic on tensors of a stage's order of size. The short and long steady steps
+     give the kind's seconds per operation and per multiply-add. A first step on new shapes
+     costs more: the short proxy's excess gives seconds per operation (oneDNN primitives or
+     cuDNN algorithms made for new shapes), the rest of the long proxy's excess a share of the
+     step (memory touched the first time).
    - per generation network and batch: seconds per stream step, over whole chunks of 16 steps
      (so that the Seq-U-Net's slower levels run their share), and the seconds taken to build
      it, which give the seconds per parameter of building any network.
@@ -28,6 +30,10 @@ estimate beside its measured time, so both can be compared):
    A generation measurement takes: build + one warm-up chunk + whole chunks until at least
    its `min_seconds` (the loop of `measure_generation`) at the calibrated seconds per step.
    A stage takes the sum of its two sides; the run, the sum of its stages.
+
+What it does not see: a stage's tensors are longer than the proxies', so memory-bound work can
+cost more per multiply-add there (the estimate then reads low), and other programs sharing the
+CPU during calibration or measuring.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ from sequnet_cli.training_step import TrainingStep
 
 PROXY_STAGES = 2  # a proxy keeps a network's widths, with this many levels, layers or blocks
 SHORT_TARGETS = 8  # the short proxy: its step is mostly a fixed cost per operation
-PROXY_MULTIPLY_ADDS = 5e8  # forward multiply-adds of the long proxy: ~0.1 s per CPU step
+PROXY_MULTIPLY_ADDS = 2.5e8  # forward multiply-adds of the middle proxy: ~0.05 s per CPU step
+LONG_PROXY_SECONDS = 0.3  # the long proxy's steady step: long enough for a stage's regime
 STEADY_STEPS = 2  # timed proxy steps, after the untimed first one at each length
 STREAM_CHUNK = 16  # stream steps timed at once: a power of two, like the Seq-U-Net's cycle
 MIN_STREAM_SECONDS = 0.1  # stream steps are timed at least this long per network and batch
@@ -76,7 +83,7 @@ class Work:
     parameters: int
 
 
-class _WorkCounter(TorchDispatchMode):
+class WorkCounter(TorchDispatchMode):
     """Counts every dispatched operation, and the multiply-adds of convolutions and products."""
 
     def __init__(self) -> None:
@@ -108,11 +115,21 @@ def count_work(config: RunConfig, batch_size: int, targets: int) -> Work:
         network = task.build_network()
         generator = torch.Generator().manual_seed(0)
         batch = task.random_batch(batch_size, targets, network.receptive_field, generator)
-    counter = _WorkCounter()
+    counter = WorkCounter()
     with counter, torch.no_grad():
         task.loss_sum(network, batch)
     parameters = sum(parameter.numel() for parameter in network.parameters())
     return Work(counter.operations, counter.multiply_adds, parameters)
+
+
+@dataclass(frozen=True)
+class ProxyTiming:
+    """A proxy trained at one length: its first step's seconds (new shapes), its steady step's
+    seconds after that, and its work."""
+
+    first: float
+    steady: float
+    work: Work
 
 
 @dataclass(frozen=True)
@@ -121,7 +138,8 @@ class StepCost:
 
     seconds_per_operation: float
     seconds_per_multiply_add: float
-    first_step_seconds_per_operation: float  # extra, on a network's first step
+    first_step_seconds_per_operation: float  # extra on a first step: kernels for new shapes
+    first_step_factor: float  # and in proportion to the step: memory touched the first time
 
     def step_seconds(self, work: Work) -> float:
         return (
@@ -129,17 +147,25 @@ class StepCost:
             + work.multiply_adds * self.seconds_per_multiply_add
         )
 
+    def first_step_extra(self, work: Work) -> float:
+        """What a network's first step costs beyond a steady one."""
+        per_operation = work.operations * self.first_step_seconds_per_operation
+        return per_operation + self.first_step_factor * self.step_seconds(work)
+
     @classmethod
-    def fit(cls, first: float, short: float, long: float, work: tuple[Work, Work]) -> StepCost:
-        """From the short proxy's first and steady step seconds and the long proxy's steady
-        step seconds, with their work: the cost per operation is what is left of the short step
-        once its arithmetic is paid."""
-        short_work, long_work = work
-        extra = long_work.multiply_adds - short_work.multiply_adds
-        per_multiply_add = max(long - short, 0.0) / extra if extra > 0 else 0.0
-        operations = max(short_work.operations, 1)
-        fixed = max(short - per_multiply_add * short_work.multiply_adds, 0.0)
-        return cls(fixed / operations, per_multiply_add, max(first - short, 0.0) / operations)
+    def fit(cls, short: ProxyTiming, long: ProxyTiming) -> StepCost:
+        """The steady steps of a short and a long proxy (same operations, more multiply-adds)
+        give the cost per multiply-add; the short step, once its arithmetic is paid, the cost
+        per operation. The short first step's excess gives the first step's cost per operation,
+        and the long one's excess beyond that, its share of the step."""
+        extra = long.work.multiply_adds - short.work.multiply_adds
+        per_multiply_add = max(long.steady - short.steady, 0.0) / extra if extra > 0 else 0.0
+        operations = max(short.work.operations, 1)
+        fixed = max(short.steady - per_multiply_add * short.work.multiply_adds, 0.0)
+        per_operation_first = max(short.first - short.steady, 0.0) / operations
+        long_excess = long.first - long.steady - per_operation_first * long.work.operations
+        factor = max(long_excess, 0.0) / long.steady if long.steady > 0 else 0.0
+        return cls(fixed / operations, per_multiply_add, per_operation_first, factor)
 
 
 @dataclass(frozen=True)
@@ -222,42 +248,57 @@ def _sides(stage: TrainingStage) -> tuple[TrainingSpec, TrainingSpec]:
 
 
 def _time_proxy(spec: TrainingSpec, device: torch.device, cap: int) -> StepCost:
-    """Train the proxy of `spec`'s network at a short and a long length; `cap` bounds the long
-    one's batch x targets (the most any measurement of this kind predicts)."""
+    """Train the proxy of `spec`'s network at a short length, at a middle one that sizes the
+    long one, and at a long one whose steady step takes about `LONG_PROXY_SECONDS`; `cap`
+    bounds batch x targets (the most any measurement of this kind predicts)."""
     config = proxy_config(spec.config)
-    short_targets = min(SHORT_TARGETS, cap)
-    short_work = count_work(config, 1, short_targets)
-    per_target = count_work(config, 1, short_targets + 64).multiply_adds - short_work.multiply_adds
-    wanted = (PROXY_MULTIPLY_ADDS - short_work.multiply_adds) / max(per_target / 64, 1)
-    long_targets = int(min(max(wanted, short_targets), cap))
-    long_work = count_work(config, 1, long_targets)
     task = task_for(config)
+    short_targets = min(SHORT_TARGETS, cap)
+    middle_targets = _targets_for(config, PROXY_MULTIPLY_ADDS, short_targets, cap)
     torch.manual_seed(0)
     with cpu_threads(spec.threads):
         network = task.build_network().to(device).train()
         step = TrainingStep(network, task, config.train)
-        first, short = _step_seconds(step, network, device, short_targets)
-        _, long = _step_seconds(step, network, device, long_targets)
-    return StepCost.fit(first, short, long, (short_work, long_work))
+        short = _proxy_timing(step, network, device, config, short_targets)
+        middle = _proxy_timing(step, network, device, config, middle_targets, steady_steps=1)
+        scale = LONG_PROXY_SECONDS / max(middle.steady, 1e-9)
+        wanted = int(min(max(middle_targets * scale, middle_targets), middle_targets * 64, cap))
+        long = middle
+        if wanted > middle_targets:
+            long = _proxy_timing(step, network, device, config, wanted)
+    return StepCost.fit(short, long)
 
 
-def _step_seconds(
-    step: TrainingStep, network: CausalNetwork, device: torch.device, targets: int
-) -> tuple[float, float]:
-    """Seconds of the first step on a new batch shape, and of the steady steps after it."""
-    task = step.task
+def _targets_for(config: RunConfig, multiply_adds: float, least: int, most: int) -> int:
+    """Targets at which one forward pass of `config` at batch 1 does about `multiply_adds`."""
+    base = count_work(config, 1, least).multiply_adds
+    per_target = (count_work(config, 1, least + 64).multiply_adds - base) / 64
+    return int(min(max(least + (multiply_adds - base) / max(per_target, 1.0), least), most))
+
+
+def _proxy_timing(
+    step: TrainingStep,
+    network: CausalNetwork,
+    device: torch.device,
+    config: RunConfig,
+    targets: int,
+    steady_steps: int | None = None,
+) -> ProxyTiming:
+    """The first step on a new batch shape (batch 1, `targets`), then the mean steady step."""
+    count = steady_steps or STEADY_STEPS
     generator = torch.Generator().manual_seed(0)
-    batch = task.random_batch(1, targets, network.receptive_field, generator).to(device)
+    batch = step.task.random_batch(1, targets, network.receptive_field, generator).to(device)
     synchronize(device)
     start = time.perf_counter()
     step(batch)
     synchronize(device)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    for _ in range(STEADY_STEPS):
+    for _ in range(count):
         step(batch)
     synchronize(device)
-    return first, (time.perf_counter() - start) / STEADY_STEPS
+    steady = (time.perf_counter() - start) / count
+    return ProxyTiming(first, steady, count_work(config, 1, targets))
 
 
 def _time_stream(calibration: Calibration, config: RunConfig, stage: GenerationStage) -> StreamCost:
@@ -320,7 +361,7 @@ def _training_seconds(spec: TrainingSpec, calibration: Calibration) -> float:
         start
         + work.parameters * calibration.build_seconds_per_parameter
         + steps * cost.step_seconds(work)
-        + first_steps * work.operations * cost.first_step_seconds_per_operation
+        + first_steps * cost.first_step_extra(work)
     )
 
 

@@ -258,13 +258,31 @@ def duration(seconds: float) -> str:
 
 def plan_line(run: BenchRun) -> str:
     """What will be measured, where, and how long it should take: one line, before measuring."""
-    plan, stages = run.plan, run.stages
+    plan = run.plan
     threads = plan.threads["training"]
     device = f"cpu ({threads} thread{'s' * (threads != 1)})"
     if plan.device.type == "cuda":
         device = str(plan.device)
+    sizes = "--quick sizes" if run.request.quick else "the paper's sizes"
+    baseline = run.baseline.variant
+    if run.baseline.architecture != baseline:
+        baseline += f" ({run.baseline.architecture})"
+    line = (
+        f"plan: preset {plan.sequnet.preset}, Seq-U-Net ({run.sequnet.architecture}) vs "
+        f"{baseline}, {sizes}, on {device}: {'; '.join(_measurements(run))}. "
+        f"{len(run.stages)} stages, about {duration(sum(run.estimates))} "
+        f"(calibrated in {duration(run.calibration_seconds)})"
+    )
+    if run.quick_estimate is not None:
+        line += f"; --quick would take about {duration(run.quick_estimate)} here"
+    return line + "."
+
+
+def _measurements(run: BenchRun) -> list[str]:
+    """The stages in words: the training comparison, the generation batches, the sweep."""
+    stages = run.stages
     first = stages[0]
-    assert isinstance(first, TrainingStage)
+    assert isinstance(first, TrainingStage)  # `plan_stages` puts the training comparison first
     batches = sorted(stage.batch_size for stage in stages if isinstance(stage, GenerationStage))
     sweep = [stage for stage in stages if isinstance(stage, TrainingStage) and stage.levels]
     parts = [
@@ -274,7 +292,7 @@ def plan_line(run: BenchRun) -> str:
         ),
         (
             f"generation at batch {' and '.join(map(str, batches))} "
-            f"(at least {plan.sizes.generation_seconds:g} s each)"
+            f"(at least {run.plan.sizes.generation_seconds:g} s each)"
         ),
     ]
     if sweep:
@@ -284,19 +302,7 @@ def plan_line(run: BenchRun) -> str:
             f"(batch {sides.batch_size} x {sides.targets:,} targets, "
             f"width {sides.config.model.network.width})"
         )
-    sizes = "--quick sizes" if run.request.quick else "the paper's sizes"
-    baseline = run.baseline.variant
-    if run.baseline.architecture != baseline:
-        baseline += f" ({run.baseline.architecture})"
-    line = (
-        f"plan: preset {plan.sequnet.preset}, Seq-U-Net ({run.sequnet.architecture}) vs "
-        f"{baseline}, {sizes}, on {device}: {'; '.join(parts)}. "
-        f"{len(stages)} stages, about {duration(sum(run.estimates))} "
-        f"(calibrated in {duration(run.calibration_seconds)})"
-    )
-    if run.quick_estimate is not None:
-        line += f"; --quick would take about {duration(run.quick_estimate)} here"
-    return line + "."
+    return parts
 
 
 def stage_line(run: BenchRun, index: int, finished: bool) -> str:

@@ -93,6 +93,7 @@ class BenchRun:
     def estimate(self, progress: Progress | None = None) -> None:
         """Calibrate and estimate every stage; on a CPU at full sizes, also what `--quick`
         would take (its calibration reuses this one)."""
+        self._use_benchmark_mode()  # calibration's first steps then autotune, as the stages do
         calibration = calibrate(self.stages, self.plan.device, self.isolate, progress)
         self.estimates = estimate_stages(self.stages, calibration)
         if self.plan.device.type == "cpu" and not self.request.quick:
@@ -109,8 +110,7 @@ class BenchRun:
         """Measure the stages not measured yet, in order; a KeyboardInterrupt leaves the
         finished ones in `result()`."""
         notify = on_stage or (lambda index, finished: None)
-        if self.plan.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # the paper's benchmark mode (§5, footnote 5)
+        self._use_benchmark_mode()
         self.started = time.perf_counter()
         for index in range(len(self.outcomes), len(self.stages)):
             self.stage_started = time.perf_counter()
@@ -119,6 +119,10 @@ class BenchRun:
             self.measured.append(time.perf_counter() - self.stage_started)
             notify(index, True)
         return self.result()
+
+    def _use_benchmark_mode(self) -> None:
+        if self.plan.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the paper's benchmark mode (§5, footnote 5)
 
     @property
     def elapsed(self) -> float:
