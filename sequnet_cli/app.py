@@ -11,13 +11,16 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from sequnet_cli import __version__
 from sequnet_cli.console import console, error_console, print_error, print_warning
 from sequnet_cli.errors import ConfigError, SequnetError, SequnetWarning
+
+if TYPE_CHECKING:
+    from sequnet_cli.bench.results import BenchResult
 
 app = typer.Typer(
     name="sequnet",
@@ -369,17 +372,40 @@ def bench(
         bool, typer.Option("--sweep/--no-sweep", help="Also measure cost against depth.")
     ] = True,
 ) -> None:
-    """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed."""
+    """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed.
+
+    Prints the plan and its estimated time first, then shows the results as they come; Ctrl-C
+    prints (or, with --json, writes) what was measured so far."""
+    from sequnet_cli.bench import BenchRequest, BenchRun
+    from sequnet_cli.bench.render import live_view, plan_line, stage_line
+    from sequnet_cli.console import LiveView, print_note
+    from sequnet_cli.errors import StoppedError
+
+    run = BenchRun(BenchRequest(preset, vs, device, batch_size, threads, quick, sweep))
+    with error_console.status("calibrating") as status:
+        run.estimate(progress=status.update)
+    print_note(plan_line(run))
+    try:
+        with LiveView(lambda: live_view(run)) as view:
+            run.measure(lambda index, finished: view.note(stage_line(run, index, finished)))
+    except KeyboardInterrupt:
+        result = run.result()
+        _show_bench(result, json_output)
+        raise StoppedError(
+            f"interrupted after {result.stages_done} of {len(result.stages)} stages; "
+            f"{'the document above holds' if json_output else 'the table above shows'} them"
+        ) from None
+    _show_bench(run.result(), json_output)
+
+
+def _show_bench(result: BenchResult, json_output: bool) -> None:
+    """A bench result (whole or partial) as tables, or as one JSON document."""
     import json
 
     from rich.console import Group
 
-    from sequnet_cli.bench import render_bench, run_bench
+    from sequnet_cli.bench import render_bench
 
-    with error_console.status("benchmarking") as status:
-        result = run_bench(
-            preset, vs, device, batch_size, threads, quick, sweep, progress=status.update
-        )
     if json_output:
         document = json.dumps(result.to_json(), indent=2)
         console.print(document, markup=False, emoji=False, soft_wrap=True)

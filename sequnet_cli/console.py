@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -151,6 +151,47 @@ class GenerationDisplay:
         if self.sample_rate:
             stats += f"  {rate / self.sample_rate:.3f}x real time"
         self.progress.update(self.task_id, advance=count, stats=stats)
+
+
+class LiveView:
+    """A region of stderr redrawn from `render()` a few times a second while work runs, and
+    cleared when it ends (the final result is printed after it). Where stderr is not a terminal
+    (a log file, a pipe), nothing is redrawn: each `note` is printed as one line instead.
+
+    Use as a context manager; `note` is called at each step of the work.
+    """
+
+    def __init__(self, render: Callable[[], RenderableType]) -> None:
+        self.drawing = error_console.is_interactive
+        self.live = Live(
+            console=error_console,
+            get_renderable=render,
+            refresh_per_second=2,  # the elapsed time ticks; more would take CPU from the work
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+
+    def __enter__(self) -> Self:
+        if self.drawing:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.drawing:
+            self.live.stop()
+
+    def note(self, line: str) -> None:
+        """A step of the work: redraw now, or print `line` where nothing is redrawn."""
+        if self.drawing:
+            self.live.refresh()
+        else:
+            error_console.print(line, soft_wrap=True)
+
+
+def print_note(message: str) -> None:
+    """Print information about the work under way on stderr (stdout keeps the results)."""
+    error_console.print(message, soft_wrap=True, markup=False)
 
 
 @contextmanager

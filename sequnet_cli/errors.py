@@ -30,8 +30,8 @@ class DeviceError(SequnetError):
     """A requested device (CUDA, audio output) is not available, or ran out of memory."""
 
 
-class RunInterruptedError(SequnetError):
-    """Ctrl-C stopped a training run; its last checkpoint is kept."""
+class StoppedError(SequnetError):
+    """The user stopped a command (Ctrl-C) after part of its work was shown or kept."""
 
 
 class WriteError(SequnetError):

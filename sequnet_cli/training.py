@@ -28,7 +28,7 @@ from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
 from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import RunInterruptedError, SequnetError
+from sequnet_cli.errors import SequnetError, StoppedError
 from sequnet_cli.evaluation import evaluate_split
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
@@ -250,7 +250,7 @@ def _train(
         try:
             state = trainer.fit(limits, display, on_period)
         except KeyboardInterrupt:
-            raise RunInterruptedError(
+            raise StoppedError(
                 f"interrupted; run {run.name} keeps its last checkpoint "
                 f"(continue with `sequnet train --resume {run.name}`)"
             ) from None

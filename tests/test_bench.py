@@ -13,10 +13,17 @@ import torch
 import typer
 from typer.testing import CliRunner, Result
 
-from models import ResidualSeqUNet, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet
+from models import (
+    ResidualSeqUNet,
+    ResidualSeqUNetConfig,
+    SeqUNet,
+    SeqUNetConfig,
+    TCNConfig,
+    WaveNet,
+)
 from sequnet_cli import bench
 from sequnet_cli.app import bench as bench_command
-from sequnet_cli.bench import BenchSizes, TrainingSpec, measure
+from sequnet_cli.bench import BenchSizes, TrainingSpec, estimate, measure
 from sequnet_cli.bench import plan as bench_plan
 from sequnet_cli.bench.plan import receptive_field, sweep_pair, with_network
 from sequnet_cli.bench.render import bar
@@ -42,6 +49,8 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_plan, "bench_sizes", lambda task, quick: TINY)
+    monkeypatch.setattr(estimate, "STEADY_STEPS", 1)  # a shorter calibration, same method
+    monkeypatch.setattr(estimate, "MIN_STREAM_SECONDS", 0.0)
 
 
 def _invoke(*args: str) -> Result:
@@ -59,7 +68,14 @@ def test_json_document_follows_the_schema() -> None:
     assert set(document) == {
         "schema", "device", "device_name", "torch", "threads", "preset", "task", "quick", "unit",
         "sample_rate", "memory_measure", "models", "training", "generation", "paper", "sweep",
+        "complete", "stages_done", "stages_total", "timing",
     }  # fmt: skip
+    assert document["schema"] == 2
+    assert (document["complete"], document["stages_done"], document["stages_total"]) == (
+        True,
+        5,  # training, generation at batch 1 and 2, two sweep depths
+        5,
+    )
     assert (document["device"], document["preset"], document["unit"]) == (
         "cpu",
         "piano-small",
@@ -79,7 +95,9 @@ def test_json_document_follows_the_schema() -> None:
         assert measured["targets"] == TINY.targets and measured["steps"] == TINY.train_steps
         assert measured["inputs"] == models[side]["receptive_field"] - 1 + TINY.targets
         assert measured["peak_memory_bytes"] is None and measured["activation_bytes"] > 0
-    assert set(training["ratios"]) == {"time", "memory", "activations"}
+        assert measured["counted_memory_bytes"] > measured["activation_bytes"]
+        assert measured["allocator_peak_bytes"] is None  # CUDA only
+    assert set(training["ratios"]) == {"time", "memory", "activations", "counted_memory"}
     runs = document["generation"]["runs"]
     assert [run["batch_size"] for run in runs] == [1, 2]
     assert runs[0]["sequnet"]["cycle"] == 2 ** (models["sequnet"]["network"]["levels"] - 1)
@@ -153,6 +171,57 @@ def test_saved_activations_count_the_input_but_no_parameter() -> None:
     parameters = sum(p.numel() * p.element_size() for p in network.parameters())
     assert saved >= batch.x.numel() * batch.x.element_size() and saved > 0
     assert saved != parameters  # not simply the weights
+
+
+def _bytes(tensors: list[torch.Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.999])
+def test_counted_memory_is_weights_gradients_adam_activations_and_batch(ema: float) -> None:
+    config = with_network(resolve("jsb", None, [f"train.ema={ema}"]), SeqUNetConfig((8, 8, 8)))
+    task = task_for(config)
+    network = task.build_network()
+    step = TrainingStep(network, task, config.train)
+    batch = task.random_batch(3, 40, network.receptive_field, torch.Generator().manual_seed(0))
+    step(batch)
+    saved = measure.saved_activation_storages(network, task, batch)
+    counted = measure.counted_training_bytes(step, batch, saved)
+    weights = _bytes(list(network.parameters()))
+    copies = 5 if ema else 4  # weights, gradients, Adam's two moments, the average
+    data = {t.untyped_storage().data_ptr(): t for t in (batch.x, batch.target, batch.mask)}
+    assert set(data) & set(saved)  # the loss keeps its targets: counted once
+    unsaved = [tensor for address, tensor in data.items() if address not in saved]
+    expected = copies * weights + sum(saved.values()) + _bytes(unsaved)
+    # beyond them: Adam's step count per tensor, and the average's count of updates
+    scalars = 4 * len(list(network.parameters())) + (8 if ema else 0)
+    assert expected <= counted <= expected + scalars
+
+
+def test_training_measurement_counts_its_memory_on_every_device() -> None:
+    config = with_network(resolve("jsb", None, []), SeqUNetConfig((8, 8)))
+    spec = TrainingSpec(config, batch_size=2, targets=20, warmup_steps=0, steps=1, threads=1)
+    measured = bench.measure_training(spec, CPU, isolate=False)
+    parameters = sum(p.numel() for p in task_for(config).build_network().parameters())
+    assert measured.counted_memory_bytes >= 4 * 4 * parameters + measured.activation_bytes
+    assert measured.allocator_peak_bytes is None  # CUDA only
+
+
+@pytest.mark.gpu
+def test_cuda_memory_pass_measures_the_model_not_the_autotuning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = with_network(resolve("piano", None, []), ResidualSeqUNetConfig(32, levels=6))
+    spec = TrainingSpec(config, batch_size=2, targets=2000, warmup_steps=1, steps=2, threads=1)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as bench runs, restored after
+    measured = bench.measure_training(spec, torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark  # the memory pass turns it off only for itself
+    assert measured.peak_memory_bytes is not None and measured.allocator_peak_bytes is not None
+    # at least the weights and Adam's two moments; at most the step's own tensors, temporaries
+    # and heuristic (not autotuned) cuDNN workspaces
+    parameters = sum(p.numel() for p in task_for(config).build_network().parameters())
+    counted = measured.counted_memory_bytes
+    assert 3 * 4 * parameters <= measured.peak_memory_bytes <= 3 * counted + 256 * 2**20
 
 
 def test_bench_times_the_trainers_step(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,16 +1,25 @@
 """The two measurements of `sequnet bench`: a training step, and streaming generation.
 
 Training: the mean time of the trainer's own step (`TrainingStep`: forward, loss, backward,
-clipping, optimizer and weight average) on a random batch the task builds, and its peak memory.
-What "memory" means depends on the device (`memory_measure` says it in words): on CUDA it is
-`torch.cuda.max_memory_allocated` over the training steps (weights included, as in the paper's
-Table 1); on a CPU each training measurement runs in a fresh Python process, and the figure is
-that process's peak resident set size minus its resident size once torch is imported and the
-network built: gradients, optimizer state, the batch, the activations, and whatever the
-allocator keeps. On Linux the peak is `VmHWM`, reset at that point through
-/proc/self/clear_refs, rather than `ru_maxrss`, which a child inherits from its parent's RSS at
-the fork. `activation_bytes` (tensors saved for the backward pass by one forward and loss,
-counted once per storage) is the same on every device and is the quantity paper §4 counts.
+clipping, optimizer and weight average) on a random batch the task builds, and its memory.
+Three memory figures, each for what it can say:
+
+- `counted_memory_bytes`, the same on every device: the training memory the paper's Table 1
+  compares, summed from the tensors themselves (distinct storages): weights, gradients,
+  optimizer state (and the weight average), the tensors autograd saves for the backward pass
+  (`activation_bytes`, the quantity paper §4 counts), and the batch.
+- `peak_memory_bytes` (`memory_measure` says it in words): on CUDA the peak allocated during one
+  step of a separate memory pass run with cuDNN benchmark mode off, once the optimizer holds its
+  state; the timed steps run in benchmark mode, whose autotuning tries algorithms with
+  workspaces of many gigabytes and would make the peak a figure of cuDNN, not of the model (that
+  raw peak is kept as `allocator_peak_bytes`). On a CPU each training measurement runs in a
+  fresh Python process, and the figure is that process's peak resident set size minus its
+  resident size once torch is imported and the network built: gradients, optimizer state, the
+  batch, the activations, and whatever the allocator keeps. On Linux the peak is `VmHWM`, reset
+  at that point through /proc/self/clear_refs, rather than `ru_maxrss`, which a child inherits
+  from its parent's RSS at the fork.
+- `allocator_peak_bytes`: CUDA only, `torch.cuda.max_memory_allocated` over the warm-up and
+  timed steps in benchmark mode, autotuning workspace included.
 
 Generation: samples (or frames) per second of a network's stream, stepped one input at a time
 in eval mode over whole clock cycles.
@@ -64,6 +73,8 @@ class TrainingMeasurement:
     targets: int
     peak_memory_bytes: int | None  # see `memory_measure`; None: not measured
     activation_bytes: int  # tensors saved for backward by one forward and loss
+    counted_memory_bytes: int  # weights, gradients, optimizer state, activations, batch
+    allocator_peak_bytes: int | None = None  # CUDA: the timed steps' raw allocator peak
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,8 +84,10 @@ def memory_measure(device: torch.device, isolate: bool) -> str:
     """What the peak-memory figures are, in words."""
     if device.type == "cuda":
         return (
-            "peak CUDA memory allocated by tensors during the training steps "
-            "(torch.cuda.max_memory_allocated: weights, gradients, Adam state, activations)"
+            "peak CUDA memory allocated during one training step of a separate pass with cuDNN "
+            "benchmark mode off (weights, gradients, Adam state, activations, batch and the "
+            "step's temporaries; not the autotuning workspace of the timed steps, whose raw "
+            "allocator peak is allocator_peak_bytes in --json)"
         )
     if not isolate:
         return "not measured (no fresh process per measurement)"
@@ -99,8 +112,9 @@ def measure_training(
 def train_here(
     spec: TrainingSpec, device: torch.device, measure_rss: bool = False
 ) -> TrainingMeasurement:
-    """Run the measurement in this process. Memory: CUDA's peak, or with `measure_rss` the peak
-    RSS growth since the network was built (meaningful only in a fresh process), else None."""
+    """Run the measurement in this process. Memory: CUDA's memory pass, or with `measure_rss`
+    the peak RSS growth since the network was built (meaningful only in a fresh process), else
+    None."""
     torch.manual_seed(0)
     task = task_for(spec.config)
     network = task.build_network().to(device).train()
@@ -111,28 +125,88 @@ def train_here(
     generator = torch.Generator().manual_seed(0)
     batch = task.random_batch(spec.batch_size, spec.targets, network.receptive_field, generator)
     batch = batch.to(device)
+    peak: int | None = memory_pass(step, batch, device) if device.type == "cuda" else None
+    allocator_peak: int | None = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(spec.warmup_steps):
+    seconds = timed_steps(step, batch, device, spec.warmup_steps, spec.steps)
+    if device.type == "cuda":
+        allocator_peak = torch.cuda.max_memory_allocated(device)
+    elif measure_rss:
+        peak = _peak_rss_bytes() - baseline
+    saved = saved_activation_storages(network, task, batch)
+    return TrainingMeasurement(
+        seconds_per_step=seconds,
+        steps=spec.steps,
+        inputs=batch.x.shape[-1],
+        targets=spec.targets,
+        peak_memory_bytes=peak,
+        activation_bytes=sum(saved.values()),
+        counted_memory_bytes=counted_training_bytes(step, batch, saved),
+        allocator_peak_bytes=allocator_peak,
+    )
+
+
+def timed_steps(
+    step: TrainingStep, batch: Batch, device: torch.device, warmup: int, steps: int
+) -> float:
+    """Seconds per training step: the mean of `steps` steps after `warmup` untimed ones."""
+    for _ in range(warmup):
         step(batch)
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(spec.steps):
+    for _ in range(steps):
         step(batch)
     synchronize(device)
-    seconds = (time.perf_counter() - start) / max(spec.steps, 1)
-    peak: int | None = None
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    elif measure_rss:
-        peak = _peak_rss_bytes() - baseline
-    activations = saved_activation_bytes(network, task, batch)
-    inputs = batch.x.shape[-1]
-    return TrainingMeasurement(seconds, spec.steps, inputs, spec.targets, peak, activations)
+    return (time.perf_counter() - start) / max(steps, 1)
+
+
+MEMORY_PASS_STEPS = 2  # CUDA: one step creates the optimizer state, the next is measured
+
+
+def memory_pass(step: TrainingStep, batch: Batch, device: torch.device) -> int:
+    """Peak CUDA memory allocated by one training step with cuDNN benchmark mode off, once the
+    optimizer holds its state. Run before any benchmark-mode step of these shapes, so that no
+    autotuned algorithm (and its workspace) is reused."""
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        step(batch)
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step(batch)
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def counted_training_bytes(step: TrainingStep, batch: Batch, saved: dict[int, int]) -> int:
+    """Bytes of the distinct storages a training step keeps: weights, gradients, optimizer
+    state, the weight average, the batch, and `saved` (from `saved_activation_storages`).
+    Call after a step, while the gradients and the optimizer state exist."""
+    network = step.network
+    tensors: list[torch.Tensor] = [*network.parameters(), batch.x, batch.target, batch.mask]
+    tensors += [p.grad for p in network.parameters() if p.grad is not None]
+    for state in step.optimizer.state.values():
+        tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+    if step.averaged is not None:
+        tensors += [*step.averaged.parameters(), *step.averaged.buffers()]
+    storages = dict(saved)
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def saved_activation_bytes(network: CausalNetwork, task: Task, batch: Batch) -> int:
     """Bytes of the non-parameter tensors autograd saves for backward in one forward and loss."""
+    return sum(saved_activation_storages(network, task, batch).values())
+
+
+def saved_activation_storages(network: CausalNetwork, task: Task, batch: Batch) -> dict[int, int]:
+    """The storages (address: bytes) of the non-parameter tensors autograd saves for backward in
+    one forward and loss, each counted once."""
     parameters = {parameter.untyped_storage().data_ptr() for parameter in network.parameters()}
     saved: dict[int, int] = {}
 
@@ -144,7 +218,7 @@ def saved_activation_bytes(network: CausalNetwork, task: Task, batch: Batch) -> 
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         task.loss_sum(network, batch)
-    return sum(saved.values())
+    return saved
 
 
 _CHILD = "from sequnet_cli.bench.measure import training_child; training_child()"

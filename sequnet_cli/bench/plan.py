@@ -1,8 +1,12 @@
 """What `sequnet bench` measures: the two networks of a preset, resolved as `train` resolves
-them, the sizes of every measurement, and the sweep's pairs of networks.
+them, the sizes of every measurement, the sweep's pairs of networks, and the run as an explicit
+list of stages.
 
 Both sides are full run configs: the benchmarked networks are built by their task, trained by
 the trainer's `TrainingStep` on the task's random batches, exactly as `sequnet train` would.
+A stage is one comparison of the two sides (the training comparison, one generation comparison
+per batch size, one sweep point); the plan line, the time estimate, the live view and a partial
+result after Ctrl-C are all read from the same list (`plan_stages`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from models import NetworkConfig, build_network
+from sequnet_cli.bench.measure import TrainingSpec
 from sequnet_cli.config import ModelConfig, RunConfig, TrainConfig, load_preset, resolve
 from sequnet_cli.devices import resolve_device
 from sequnet_cli.errors import ConfigError
@@ -140,3 +145,96 @@ def receptive_field(architecture: str, network: NetworkConfig) -> int:
     field depends on the depth and kernels, not on the widths."""
     narrow = network.with_stages(network.stages, 2)
     return build_network(architecture, 1, 1, narrow).receptive_field
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """Both sides trained on the same batch and targets: the main comparison (`levels` None) or
+    one point of the sweep (a Seq-U-Net with `levels` resolutions and its matched baseline)."""
+
+    sequnet: TrainingSpec
+    baseline: TrainingSpec
+    levels: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.sequnet.batch_size
+
+    @property
+    def label(self) -> str:
+        shape = f"batch {self.batch_size}, {self.sequnet.targets:,} targets"
+        if self.levels is None:
+            return f"training, {shape}"
+        return f"sweep, {self.levels} levels, {shape}"
+
+
+@dataclass(frozen=True)
+class GenerationStage:
+    """Streaming speed of both sides at one batch size."""
+
+    sequnet: RunConfig
+    baseline: RunConfig
+    batch_size: int
+    threads: int  # CPU threads
+    min_seconds: float  # whole chunks are timed until at least this long
+
+    @property
+    def label(self) -> str:
+        return f"generation, batch {self.batch_size}"
+
+
+Stage = TrainingStage | GenerationStage
+
+
+def plan_stages(plan: BenchPlan, sweep: bool) -> list[Stage]:
+    """Every measurement of a bench run, in the order it runs: the training comparison, the
+    generation comparisons at batch 1 and at the training batch, then the sweep's depths."""
+    stages: list[Stage] = [training_stage(plan, plan.sequnet, plan.baseline, plan.batch_size)]
+    for batch in sorted({1, plan.batch_size}):
+        threads = plan.threads["generation_batch_1" if batch == 1 else "generation_batch"]
+        stages.append(
+            GenerationStage(
+                plan.sequnet, plan.baseline, batch, threads, plan.sizes.generation_seconds
+            )
+        )
+    if sweep:
+        stages += sweep_stages(plan)
+    return stages
+
+
+def training_stage(
+    plan: BenchPlan,
+    sequnet: RunConfig,
+    baseline: RunConfig,
+    batch: int,
+    targets: int | None = None,
+    levels: int | None = None,
+) -> TrainingStage:
+    """The training comparison of two run configs at the plan's steps and threads."""
+
+    def spec(config: RunConfig) -> TrainingSpec:
+        sizes = plan.sizes
+        return TrainingSpec(
+            config,
+            batch,
+            targets or plan.targets,
+            sizes.warmup_steps,
+            sizes.train_steps,
+            plan.threads["training"],
+        )
+
+    return TrainingStage(spec(sequnet), spec(baseline), levels)
+
+
+def sweep_stages(plan: BenchPlan) -> list[Stage]:
+    """One training comparison per sweep depth, at the sweep's width, batch and targets."""
+    sizes = plan.sizes
+    width = sizes.sweep_width or plan.sequnet.model.network.width
+    stages: list[Stage] = []
+    for levels in sizes.sweep_levels:
+        ours, theirs = sweep_pair(plan.sequnet.model, plan.baseline.model, levels, width)
+        configs = with_network(plan.sequnet, ours), with_network(plan.baseline, theirs)
+        stages.append(
+            training_stage(plan, *configs, sizes.sweep_batch_size, sizes.sweep_targets, levels)
+        )
+    return stages

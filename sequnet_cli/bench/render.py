@@ -1,16 +1,21 @@
-"""`sequnet bench` on the terminal: the side-by-side table with its context, and the sweep's
-table and bar chart, as Rich renderables."""
+"""`sequnet bench` on the terminal: the plan line, the live view while it measures, the
+side-by-side table with its context, and the sweep's table and bar chart, as Rich renderables
+and plain lines (printing them is the console's job). A partial result renders the same way,
+with what it holds."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from sequnet_cli.bench.measure import GenerationMeasurement, TrainingMeasurement
-from sequnet_cli.bench.results import BenchResult
+from sequnet_cli.bench.plan import GenerationStage, TrainingStage
+from sequnet_cli.bench.results import BenchResult, TrainingComparison
+from sequnet_cli.bench.run import BenchRun
 
 
 def _seconds(value: float) -> str:
@@ -42,29 +47,33 @@ def _rate(measurement: GenerationMeasurement, unit: str, sample_rate: int | None
 
 
 def _main_table(result: BenchResult) -> Table:
-    paper, training = result.paper, result.training
-    ours, theirs = training.sequnet, training.baseline
-    title = (
-        f"sequnet bench: preset {result.preset}{' (--quick)' if result.quick else ''}, "
-        f"training batch {training.batch_size} with {ours.targets:,} targets"
-    )
+    training = result.training
+    title = f"sequnet bench: preset {result.preset}{' (--quick)' if result.quick else ''}"
+    if training:
+        title += f", training batch {training.batch_size} with {training.sequnet.targets:,} targets"
     table = Table(title=title)
     table.add_column("")
     table.add_column(f"Seq-U-Net\n{result.sequnet.architecture}", justify="right")
     table.add_column(f"{result.baseline.variant}\n{result.baseline.architecture}", justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("paper", justify="right")
-    rows = [
-        ("parameters", _count(result.sequnet.parameters), _count(result.baseline.parameters)),
-        (
-            "receptive field",
-            f"{result.sequnet.receptive_field:,}",
-            f"{result.baseline.receptive_field:,}",
-        ),
-        ("inputs per example", f"{ours.inputs:,}", f"{theirs.inputs:,}"),
-    ]
-    for row in rows:
-        table.add_row(*row, "", "")
+    table.add_row(
+        "parameters", _count(result.sequnet.parameters), _count(result.baseline.parameters)
+    )
+    table.add_row(
+        "receptive field",
+        f"{result.sequnet.receptive_field:,}",
+        f"{result.baseline.receptive_field:,}",
+    )
+    if training:
+        _training_rows(table, result, training)
+    _generation_rows(table, result)
+    return table
+
+
+def _training_rows(table: Table, result: BenchResult, training: TrainingComparison) -> None:
+    paper, ours, theirs = result.paper, training.sequnet, training.baseline
+    table.add_row("inputs per example", f"{ours.inputs:,}", f"{theirs.inputs:,}")
     table.add_row(
         "training step",
         _seconds(ours.seconds_per_step),
@@ -80,12 +89,23 @@ def _main_table(result: BenchResult) -> Table:
         _ratio(paper.memory_ratio if paper else None),
     )
     table.add_row(
+        "counted memory",
+        _bytes(ours.counted_memory_bytes),
+        _bytes(theirs.counted_memory_bytes),
+        _ratio(training.counted_memory_ratio),
+        "",
+    )
+    table.add_row(
         "saved activations",
         _bytes(ours.activation_bytes),
         _bytes(theirs.activation_bytes),
         _ratio(training.activation_ratio),
         "",
     )
+
+
+def _generation_rows(table: Table, result: BenchResult) -> None:
+    paper = result.paper
     for run in result.generation:
         threads = f"{run.sequnet.threads} thread{'s' if run.sequnet.threads > 1 else ''}"
         figure = paper.speedup if paper and run.batch_size == 1 else None
@@ -96,7 +116,6 @@ def _main_table(result: BenchResult) -> Table:
             _ratio(run.speedup),
             _ratio(figure),
         )
-    return table
 
 
 def _context(result: BenchResult) -> Text:
@@ -109,6 +128,10 @@ def _context(result: BenchResult) -> Text:
         ),
         "ratios: baseline / Seq-U-Net for time and memory, Seq-U-Net / baseline for generation",
         f"peak memory: {result.memory_measure}",
+        (
+            "counted memory: weights, gradients, optimizer state, saved activations and the "
+            "batch, summed from the tensors (the same on every device)"
+        ),
         "saved activations: tensors autograd keeps for the backward pass (what paper §4 counts)",
     ]
     paper = result.paper
@@ -119,6 +142,14 @@ def _context(result: BenchResult) -> Text:
             f"{paper.seconds_per_step[1]} s per step, "
             f"{paper.megabytes[0]} vs {paper.megabytes[1]} MB"
             + (f", {rates[0]} vs {rates[1]} samples/s" if rates else "")
+        )
+    timing = result.timing_json()
+    if result.stages_done:
+        lines.append(
+            f"time: {result.stages_done} of {len(result.stages)} stages measured in "
+            f"{duration(timing['measured_seconds'])} (estimated "
+            f"{duration(sum(s.estimated_seconds for s in result.stages[: result.stages_done]))}"
+            f", after {duration(result.calibration_seconds)} of calibration)"
         )
     return Text("\n".join(lines), style="dim")
 
@@ -201,6 +232,103 @@ def sweep_chart(result: BenchResult) -> Text:
 def render_bench(result: BenchResult) -> list[RenderableType]:
     """The Rich renderables of a result: the side-by-side table, its context, the sweep."""
     parts: list[RenderableType] = [_main_table(result), _context(result)]
+    if not result.complete:
+        parts.append(
+            Text(
+                f"interrupted: {result.stages_done} of {len(result.stages)} stages measured",
+                style="bold yellow",
+            )
+        )
     if result.sweep:
         parts += [Text(""), _sweep_table(result), sweep_chart(result)]
     return parts
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 02 min`."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def plan_line(run: BenchRun) -> str:
+    """What will be measured, where, and how long it should take: one line, before measuring."""
+    plan = run.plan
+    threads = plan.threads["training"]
+    device = f"cpu ({threads} thread{'s' * (threads != 1)})"
+    if plan.device.type == "cuda":
+        device = str(plan.device)
+    sizes = "--quick sizes" if run.request.quick else "the paper's sizes"
+    baseline = run.baseline.variant
+    if run.baseline.architecture != baseline:
+        baseline += f" ({run.baseline.architecture})"
+    line = (
+        f"plan: preset {plan.sequnet.preset}, Seq-U-Net ({run.sequnet.architecture}) vs "
+        f"{baseline}, {sizes}, on {device}: {'; '.join(_measurements(run))}. "
+        f"{len(run.stages)} stages, about {duration(sum(run.estimates))} "
+        f"(calibrated in {duration(run.calibration_seconds)})"
+    )
+    if run.quick_estimate is not None:
+        line += f"; --quick would take about {duration(run.quick_estimate)} here"
+    return line + "."
+
+
+def _measurements(run: BenchRun) -> list[str]:
+    """The stages in words: the training comparison, the generation batches, the sweep."""
+    stages = run.stages
+    first = stages[0]
+    assert isinstance(first, TrainingStage)  # `plan_stages` puts the training comparison first
+    batches = sorted(stage.batch_size for stage in stages if isinstance(stage, GenerationStage))
+    sweep = [stage for stage in stages if isinstance(stage, TrainingStage) and stage.levels]
+    parts = [
+        (
+            f"training at batch {first.batch_size} x {first.sequnet.targets:,} targets "
+            f"({first.sequnet.warmup_steps} warm-up + {first.sequnet.steps} timed steps)"
+        ),
+        (
+            f"generation at batch {' and '.join(map(str, batches))} "
+            f"(at least {run.plan.sizes.generation_seconds:g} s each)"
+        ),
+    ]
+    if sweep:
+        sides = sweep[0].sequnet
+        parts.append(
+            f"a sweep over {sweep[0].levels}-{sweep[-1].levels} levels "
+            f"(batch {sides.batch_size} x {sides.targets:,} targets, "
+            f"width {sides.config.model.network.width})"
+        )
+    return parts
+
+
+def stage_line(run: BenchRun, index: int, finished: bool) -> str:
+    """One line for a log when a stage starts or ends."""
+    count = f"[{index + 1}/{len(run.stages)}] {run.stages[index].label}"
+    if not finished:
+        return f"{count}: about {duration(run.estimates[index])}"
+    return (
+        f"{count}: done in {duration(run.measured[index])}, {duration(run.elapsed)} elapsed, "
+        f"about {duration(run.seconds_left())} left"
+    )
+
+
+def live_view(run: BenchRun) -> RenderableType:
+    """The screen while measuring: the stage, elapsed and remaining time, and the results so
+    far (the table, and the sweep's chart once it has points)."""
+    done = len(run.measured)
+    total = len(run.stages)
+    elapsed, left = run.elapsed, run.seconds_left()
+    stage = f"[{done + 1}/{total}] {run.stages[done].label}" if done < total else "done"
+    status = f"{stage} · {duration(elapsed)} elapsed, about {duration(left)} left"
+    line = Table.grid(padding=(0, 1))
+    bar = ProgressBar(total=max(elapsed + left, 1e-9), completed=elapsed, width=20)
+    line.add_row(bar, Text(status, style="bold"))
+    result = run.result()
+    parts: list[RenderableType] = [line, _main_table(result)]
+    if result.sweep:
+        parts += [_sweep_table(result), sweep_chart(result)]
+    return Group(*parts)

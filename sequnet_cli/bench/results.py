@@ -1,5 +1,7 @@
 """What `sequnet bench` found: measurements side by side, their ratios, the paper's figures,
-and the `--json` document (`BenchResult.to_json`, schema in its docstring)."""
+how long each stage took against its estimate, and the `--json` document (`BenchResult.to_json`,
+schema in its docstring). A result can be partial: a run stopped by Ctrl-C keeps the stages it
+finished."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from models import NetworkConfig
 from sequnet_cli.bench.measure import GenerationMeasurement, TrainingMeasurement
 from sequnet_cli.config import RunConfig, plain_values
 from sequnet_cli.tasks import task_for
 
-JSON_SCHEMA_VERSION = 1
+# 2: on CUDA, "peak_memory_bytes" is the peak of a memory pass with cuDNN benchmark mode off
+# (schema 1: the raw allocator peak of the timed steps, now "allocator_peak_bytes"); added
+# "counted_memory_bytes", "complete", "stages_done", "stages_total" and "timing".
+JSON_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -27,8 +34,10 @@ class ModelInfo:
 
     @classmethod
     def of(cls, config: RunConfig) -> ModelInfo:
-        """The network of a run config, as its task builds it."""
-        network = task_for(config).build_network()
+        """The network of a run config, as its task builds it (on the meta device: shapes
+        only, no memory, no initialisation)."""
+        with torch.device("meta"):
+            network = task_for(config).build_network()
         count = sum(parameter.numel() for parameter in network.parameters())
         model = config.model
         return cls(model.name, model.architecture, model.network, count, network.receptive_field)
@@ -66,6 +75,10 @@ class TrainingComparison:
     def activation_ratio(self) -> float:
         return self.baseline.activation_bytes / max(self.sequnet.activation_bytes, 1)
 
+    @property
+    def counted_memory_ratio(self) -> float:
+        return self.baseline.counted_memory_bytes / max(self.sequnet.counted_memory_bytes, 1)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "batch_size": self.batch_size,
@@ -75,6 +88,7 @@ class TrainingComparison:
                 "time": self.time_ratio,
                 "memory": self.memory_ratio,
                 "activations": self.activation_ratio,
+                "counted_memory": self.counted_memory_ratio,
             },
         }
 
@@ -173,8 +187,21 @@ PAPER: dict[tuple[str, str], PaperFigures] = {
 
 
 @dataclass(frozen=True)
+class StageTiming:
+    """One stage of the run: its estimated seconds and, once it ran, its measured seconds."""
+
+    label: str
+    estimated_seconds: float
+    measured_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class BenchResult:
-    """Everything `sequnet bench` measured, with the context needed to read it."""
+    """Everything `sequnet bench` measured, with the context needed to read it. A partial result
+    (Ctrl-C) has fewer measured `stages`; its `training` is None if that stage did not finish."""
 
     preset: str
     task: str
@@ -188,31 +215,64 @@ class BenchResult:
     sample_rate: int | None  # audio presets: for the x real-time figures
     sequnet: ModelInfo
     baseline: ModelInfo
-    training: TrainingComparison
+    training: TrainingComparison | None
     generation: list[GenerationComparison]
     sweep: list[SweepPoint]
     paper: PaperFigures | None
+    stages: list[StageTiming] = dataclasses.field(default_factory=list)
+    calibration_seconds: float = 0.0  # spent before the first stage, estimating the others
+
+    @property
+    def stages_done(self) -> int:
+        return sum(stage.measured_seconds is not None for stage in self.stages)
+
+    @property
+    def complete(self) -> bool:
+        return self.stages_done == len(self.stages)
+
+    def timing_json(self) -> dict[str, Any]:
+        measured = [s.measured_seconds for s in self.stages if s.measured_seconds is not None]
+        return {
+            "calibration_seconds": self.calibration_seconds,
+            "estimated_seconds": sum(stage.estimated_seconds for stage in self.stages),
+            "measured_seconds": sum(measured),
+            "stages": [stage.to_json() for stage in self.stages],
+        }
 
     def to_json(self) -> dict[str, Any]:
-        """The `--json` document (schema 1):
+        """The `--json` document (schema 2):
 
-        {"schema": 1, "device", "device_name", "torch", "threads": {"training",
+        {"schema": 2, "complete" (false: stopped by Ctrl-C; what finished is below),
+         "stages_done", "stages_total", "device", "device_name", "torch", "threads": {"training",
          "generation_batch_1", "generation_batch"}, "preset", "task", "quick", "unit",
          "sample_rate", "memory_measure",
          "models": {"sequnet"|"baseline": {"variant", "architecture", "network", "parameters",
                                            "receptive_field"}},
-         "training": {"batch_size", "sequnet"|"baseline": {"seconds_per_step", "steps", "inputs",
-                      "targets", "peak_memory_bytes" (null: not measured), "activation_bytes"},
-                      "ratios": {"time", "memory", "activations"}  (baseline / Seq-U-Net)},
+         "training": null (not measured: a partial document only) | {"batch_size",
+                      "sequnet"|"baseline": {"seconds_per_step", "steps", "inputs", "targets",
+                      "peak_memory_bytes" (what "memory_measure" says; null: not measured),
+                      "activation_bytes" (saved for backward by one forward and loss),
+                      "counted_memory_bytes" (weights + gradients + optimizer state + weight
+                      average + saved activations + batch, distinct storages),
+                      "allocator_peak_bytes" (CUDA: raw allocator peak of the timed steps,
+                      cuDNN autotuning workspace included; null elsewhere)},
+                      "ratios": {"time", "memory", "activations", "counted_memory"}
+                      (baseline / Seq-U-Net)},
          "generation": {"runs": [{"batch_size", "threads", "sequnet"|"baseline": {"batch_size",
                         "threads", "steps", "seconds", "cycle", "samples_per_second",
                         "realtime" (seconds of audio per second over the batch; null for piano
                         rolls)}, "speedup" (Seq-U-Net / baseline)}]},
          "paper": null | {"source", "seconds_per_step", "megabytes", "ratios"},
-         "sweep": [{"levels", "sequnet", "baseline" (as in "models"), "training" (as above)}]}
+         "sweep": [{"levels", "sequnet", "baseline" (as in "models"), "training" (as above)}],
+         "timing": {"calibration_seconds", "estimated_seconds" (all stages, as printed before
+                    measuring), "measured_seconds" (the stages that ran), "stages": [{"label",
+                    "estimated_seconds", "measured_seconds" (null: did not run)}]}}
         """
         return {
             "schema": JSON_SCHEMA_VERSION,
+            "complete": self.complete,
+            "stages_done": self.stages_done,
+            "stages_total": len(self.stages),
             "device": self.device,
             "device_name": self.device_name,
             "torch": self.torch_version,
@@ -224,8 +284,9 @@ class BenchResult:
             "sample_rate": self.sample_rate,
             "memory_measure": self.memory_measure,
             "models": {"sequnet": self.sequnet.to_json(), "baseline": self.baseline.to_json()},
-            "training": self.training.to_json(),
+            "training": self.training.to_json() if self.training else None,
             "generation": {"runs": [run.to_json(self.sample_rate) for run in self.generation]},
             "paper": self.paper.to_json() if self.paper else None,
             "sweep": [point.to_json() for point in self.sweep],
+            "timing": self.timing_json(),
         }

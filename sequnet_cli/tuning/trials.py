@@ -31,8 +31,8 @@ from sequnet_cli.config import (
 from sequnet_cli.errors import (
     CheckpointError,
     DataError,
-    RunInterruptedError,
     SequnetError,
+    StoppedError,
     WriteError,
 )
 from sequnet_cli.training import Limits, TrainingState, train_run
@@ -108,7 +108,7 @@ def _objective(
         run, state = train_run(
             config, limits, device, None, plan.data_dir, on_period=report, quiet=True, label=label
         )
-    except (RunInterruptedError, KeyboardInterrupt):
+    except (StoppedError, KeyboardInterrupt):
         trial.set_user_attr("failure", INTERRUPTED)
         raise KeyboardInterrupt from None
     except STUDY_ERRORS as error:
