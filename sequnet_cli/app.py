@@ -98,7 +98,7 @@ def train(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads (default: the preset's, else all cores).", min=1),
+        typer.Option(help="CPU threads (default: the preset's, else all cores but one).", min=1),
     ] = None,
     device: DeviceOption = None,
     data: DataOption = None,
@@ -108,8 +108,8 @@ def train(
     ] = None,
 ) -> None:
     """Train a model of a preset; the best checkpoint is kept in the run folder."""
-    from sequnet_cli import checkpoints, training
     from sequnet_cli import config as configs
+    from sequnet_cli import training
     from sequnet_cli.devices import resolve_device
 
     overrides = list(set_ or [])
@@ -119,21 +119,19 @@ def train(
             overrides.append(f"train.{key}={value}")
     if data is not None:  # recorded in the run, so evaluate and sample find the same data
         overrides.append(f"data.dataset={data.expanduser().resolve()}")
+    target = resolve_device(device)
     if resume is not None:
-        run = checkpoints.find_run(resume, model)
-        config = configs.apply_overrides(
-            run.config, [o for o in overrides if not o.startswith("train.seed")]
-        )
-        run.config = config
+        run = training.resumed_run(resume, model, overrides)
+        config = run.config
     elif preset is None:
         raise ConfigError("name a preset to train (see `sequnet presets`), or --resume a run")
     else:
         run, config = None, configs.resolve(preset, model, overrides)
     limits = training.Limits(config.train.epochs, config.train.steps, config.train.minutes)
-    run, state = training.train_run(config, limits, resolve_device(device), None, data_dir, run)
+    run, state = training.train_run(config, limits, target, None, data_dir, run)
     console.print(
-        f"run {run.name}: {state.epoch} epochs, {state.step} steps, best {state.metric} "
-        f"{state.best_score:.4f} (epoch {state.best_epoch}); checkpoints in {run.path}"
+        f"run {run.name}: {state.progress()}; {state.best()}; checkpoints in {run.path}",
+        soft_wrap=True,
     )
 
 
@@ -442,8 +440,15 @@ def _run(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(1)
-    except MemoryError:
-        print_error("out of memory; use a smaller batch (--set train.batch_size=N) or model")
+    except (MemoryError, RuntimeError) as error:
+        # torch reports a failed allocation as a RuntimeError (torch.OutOfMemoryError on CUDA,
+        # "can't allocate memory" on the CPU); any other RuntimeError is a bug.
+        if not isinstance(error, MemoryError) and not _out_of_memory(error):
+            raise
+        print_error(
+            "out of memory; use a smaller batch (--set train.batch_size=N), a smaller model, "
+            "or a shorter sample"
+        )
         sys.exit(1)
     except typer.Exit as done:
         sys.exit(done.exit_code)
@@ -468,6 +473,14 @@ def _run(argv: list[str] | None) -> None:
 
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether torch raised `error` because an allocation failed (CPU or GPU)."""
+    text = str(error)
+    return type(error).__name__ == "OutOfMemoryError" or any(
+        phrase in text for phrase in ("out of memory", "can't allocate memory", "not enough memory")
+    )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 """Runs and checkpoints: the one place that knows their on-disk format (`FORMAT_VERSION`).
 
-A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` (a search trial's: `<study>-trial<N>-...`)
-under `runs_dir()` holding `config.json`
-(the resolved `RunConfig`, written once at the start) and two checkpoints, `last.pt` (the latest
-state, to resume) and `best.pt` (the best validation score, to evaluate and sample). A checkpoint
-is a `torch.save`d dict of tensors and plain Python values only, so it loads with
-`torch.load(weights_only=True)` and can never run code; it carries its own copy of the config,
-so a `.pt` file alone is enough to rebuild the model. Every file is written atomically
-(`sequnet_cli.files.atomic_write`), so a crash leaves the previous good file in place.
+A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` (a search trial's:
+`<study>-trial<N>-...`) under `runs_dir()` (with the data's name
+after the model when it trained on the user's own files) holding `config.json` (the resolved
+`RunConfig`, written at the start and rewritten when a resume changes a setting) and two
+checkpoints, `last.pt` (the latest state, to resume) and `best.pt` (the best validation score, to
+evaluate and sample). A folder without a checkpoint (a run killed before its first one) is listed
+but never chosen for a preset name. A checkpoint is a `torch.save`d dict of tensors and plain
+Python values only, so it loads with `torch.load(weights_only=True)` and can never run code; it
+carries its own copy of the config, so a `.pt` file alone is enough to rebuild the model. Every
+file is written atomically (`sequnet_cli.files.atomic_write`), so a crash leaves the previous
+good file in place.
 
 Checkpoint dict: `format_version`, `config` (`RunConfig.to_dict()`), `weights` (the state dict
-that is evaluated and sampled), `training_weights` (the trained weights, when `weights` holds
-their average), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
+that is evaluated and sampled), `training_weights` and `averaged_weights` (with a weight
+average: the trained weights and their average, `weights` being the one that validated
+better), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
 (`capture_rng()`), `data_generator` (the state of the generator drawing training batches).
 """
@@ -19,6 +23,7 @@ epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 from collections.abc import Mapping
@@ -30,7 +35,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
-from sequnet_cli.config import RunConfig
+from sequnet_cli.config import RunConfig, list_presets
 from sequnet_cli.errors import CheckpointError, ConfigError, warn
 from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import runs_dir
@@ -61,6 +66,7 @@ class RunSummary:
     created: datetime
     size_bytes: int
     path: Path
+    checkpoints: tuple[str, ...] = ()  # the readable ones, of "best" and "last"
 
 
 class Run:
@@ -68,7 +74,8 @@ class Run:
 
     def __init__(self, path: Path, config: RunConfig) -> None:
         self.path = path
-        self.config = config
+        self.config = config  # a resume may change its training settings
+        self._stored = config  # what `config.json` holds
 
     @property
     def name(self) -> str:
@@ -79,19 +86,36 @@ class Run:
         """A new, uniquely named run folder with `config.json` written; `label` (e.g. a
         search trial's) replaces the `<preset>-<model>` start of the name."""
         stamp = datetime.now().strftime(_TIME_FORMAT)
-        start = label or f"{_safe_name(config.preset)}-{_safe_name(config.model.name)}"
-        base = f"{_safe_name(start)}-{stamp}"
+        parts = [config.preset, config.model.name, *_own_data_name(config.data.dataset)]
+        start = label or "-".join(_safe_name(part) for part in parts)
+        base = f"{start}-{stamp}"
         parent = runs_dir()
-        encoded = json.dumps(config.to_dict(), indent=2).encode()
         for attempt in range(1, 1000):
             path = parent / (base if attempt == 1 else f"{base}-{attempt}")
             try:
                 path.mkdir()
             except FileExistsError:
                 continue
-            atomic_write(path / CONFIG_FILE, lambda file: file.write(encoded))
-            return cls(path, config)
+            run = cls(path, config)
+            run.write_config(config)
+            return run
         raise CheckpointError(f"could not find a free run name like {base} in {parent}")
+
+    def write_config(self, config: RunConfig) -> None:
+        """Store `config` as the run's `config.json`."""
+        encoded = json.dumps(config.to_dict(), indent=2).encode()
+        atomic_write(self.path / CONFIG_FILE, lambda file: file.write(encoded))
+        self.config = self._stored = config
+
+    def discard(self) -> None:
+        """Remove a run that never wrote a checkpoint (its folder and `config.json`)."""
+        if any(self.checkpoint_path(which).exists() for which in ("best", "last")):
+            return
+        (self.path / CONFIG_FILE).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass  # something else was put there: leave it
 
     @classmethod
     def open(cls, path: Path) -> Run:
@@ -112,7 +136,10 @@ class Run:
         return self.path / f"{which}.pt"
 
     def save(self, state: Mapping[str, Any], best: bool) -> None:
-        """Write `state` (see the module docstring) as `last.pt`, and as `best.pt` if `best`."""
+        """Write `state` (see the module docstring) as `last.pt`, and as `best.pt` if `best`;
+        `config.json` too when a resume changed the config, so that both say the same."""
+        if self.config != self._stored:
+            self.write_config(self.config)
         payload = _to_plain(
             {**state, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         )
@@ -126,21 +153,38 @@ class Run:
         """The checkpoint dict of `best.pt` or `last.pt`; problems raise `CheckpointError`."""
         path = self.checkpoint_path(which)
         if not path.is_file():
-            other = "last" if which == "best" else "best"
-            raise CheckpointError(
-                f"run {self.name} has no {which}.pt yet (training stopped before it was written); "
-                f"use its {other} checkpoint or train it longer"
-            )
+            raise CheckpointError(self._missing(which))
         return _read_checkpoint(path, map_location)
 
-    def summary(self) -> RunSummary:
-        """Progress of the run, read from its newest checkpoint without loading the weights."""
-        latest = next(
-            (p for p in (self.path / "last.pt", self.path / "best.pt") if p.is_file()), None
+    def _missing(self, which: Which) -> str:
+        """Why the run has no `which` checkpoint, and what to do instead."""
+        other: Which = "last" if which == "best" else "best"
+        if self.checkpoint_path(other).is_file():
+            return (
+                f"run {self.name} has no {which}.pt (it stopped before writing one); "
+                f"use --checkpoint {other}"
+            )
+        return (
+            f"run {self.name} has no checkpoint: it was stopped before its first one; "
+            f"delete {self.path} or train again"
         )
+
+    def summary(self) -> RunSummary:
+        """Progress of the run, read from its newest readable checkpoint without loading the
+        weights; a damaged checkpoint is reported (warning) and the other one used."""
         training: Mapping[str, Any] = {}
-        if latest is not None:
-            training = _read_checkpoint(latest, "cpu", mmap=True).get("training", {})
+        readable: list[str] = []
+        for which in ("last", "best"):
+            path = self.checkpoint_path(which)
+            if not path.is_file():
+                continue
+            try:
+                state = _read_checkpoint(path, "cpu", mmap=True)
+            except CheckpointError as error:
+                warn(f"run {self.name}: {error}")
+                continue
+            readable.append(which)
+            training = training or state.get("training", {})
         best = training.get("best_score")
         return RunSummary(
             name=self.name,
@@ -155,29 +199,45 @@ class Run:
             created=_created(self.path),
             size_bytes=sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
             path=self.path,
+            checkpoints=tuple(readable),
         )
 
 
-def find_run(ref: str, model: str | None = None) -> Run:
-    """A run by folder path, by run name, or the newest run of a preset (optionally one model)."""
+def find_run(ref: str, model: str | None = None, which: Which | None = None) -> Run:
+    """A run by folder path, by run name, or the newest run of a preset (optionally one model)
+    that has the `which` checkpoint (None: either); runs without it are passed over."""
     path = Path(ref).expanduser()
     if (path / CONFIG_FILE).is_file():
         return Run.open(path)
     if (runs_dir() / ref / CONFIG_FILE).is_file():
         return Run.open(runs_dir() / ref)
     preset = path.stem if ref.endswith(".toml") else ref
-    matches = [
+    runs = [
         run
         for run in _all_runs()
         if run.config.preset == preset and (model is None or run.config.model.name == model)
     ]
-    if not matches:
-        which = f"preset '{preset}'" + (f" with model '{model}'" if model else "")
-        raise CheckpointError(
-            f"no run named '{ref}' and no run of {which} in {runs_dir()}; "
-            f"train one first with `sequnet train {preset}`"
+    wanted: tuple[Which, ...] = (which,) if which else ("best", "last")
+    ready = [run for run in runs if any(run.checkpoint_path(w).is_file() for w in wanted)]
+    if not ready:
+        raise CheckpointError(_no_run_message(ref, preset, model, which, runs))
+    return max(ready, key=lambda run: _sort_key(run.path))
+
+
+def _no_run_message(
+    ref: str, preset: str, model: str | None, which: Which | None, runs: list[Run]
+) -> str:
+    """Why no run of `preset` qualifies, and the command that makes one."""
+    if not runs and not ref.endswith(".toml") and preset not in list_presets():
+        return (
+            f"no run named '{ref}' and no preset '{preset}'; see `sequnet runs` for your runs "
+            "and `sequnet presets` for the presets"
         )
-    return max(matches, key=lambda run: _sort_key(run.path))
+    of = f"preset '{preset}'" + (f" with model '{model}'" if model else "")
+    command = f"sequnet train {ref}" + (f" --model {model}" if model else "")
+    if which == "best" and any(run.checkpoint_path("last").is_file() for run in runs):
+        return f"no run of {of} has a best.pt yet; use --checkpoint last, or `{command}`"
+    return f"no run of {of} has a checkpoint in {runs_dir()}; train one first with `{command}`"
 
 
 def list_runs() -> list[RunSummary]:
@@ -235,11 +295,22 @@ def _read_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as error:  # truncated zips, pickles with code, garbage: many types
+    except pickle.UnpicklingError as error:  # torch's advice to load it anyway is not repeated
+        if "GLOBAL" in str(error):
+            raise CheckpointError(
+                f"{path} is refused: it holds objects other than tensors and plain values, "
+                "which could run code when loaded; use a checkpoint written by sequnet"
+            ) from error
         raise CheckpointError(
-            f"{path} is not a readable sequnet checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); it may be truncated or "
-            "damaged: use the run's other checkpoint (best/last) or retrain"
+            f"{path} is not a readable sequnet checkpoint; it may be truncated or damaged: "
+            "use the run's other checkpoint (--checkpoint best or last) or retrain"
+        ) from error
+    except Exception as error:  # truncated zips, garbage: many types
+        reason = str(error).splitlines()[0].strip() if str(error) else ""
+        raise CheckpointError(
+            f"{path} is not a readable sequnet checkpoint ({type(error).__name__}"
+            f"{': ' + reason.rstrip('.') if reason else ''}); it may be truncated or damaged: "
+            "use the run's other checkpoint (--checkpoint best or last) or retrain"
         ) from error
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a sequnet checkpoint (no format_version)")
@@ -269,8 +340,9 @@ def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
         }
 
     upgraded = {**state, "weights": kernels(state["weights"]), "format_version": FORMAT_VERSION}
-    if "training_weights" in state:
-        upgraded["training_weights"] = kernels(state["training_weights"])
+    for key in ("training_weights", "averaged_weights"):
+        if key in state:
+            upgraded[key] = kernels(state[key])
     if "optimizer" in state:
         optimizer = state["optimizer"]
         moments = {index: kernels(values) for index, values in optimizer["state"].items()}
@@ -324,6 +396,13 @@ def _created(path: Path) -> datetime:
     if match:
         return datetime.strptime(match.group(1), _TIME_FORMAT)
     return datetime.fromtimestamp((path / CONFIG_FILE).stat().st_mtime)
+
+
+def _own_data_name(dataset: str) -> list[str]:
+    """The name of the user's own data (a path given with --data) for a run's name; benchmark
+    keys, which the preset names already, give none."""
+    path = Path(dataset)
+    return [path.stem or path.name] if len(path.parts) > 1 or path.is_absolute() else []
 
 
 def _safe_name(text: str) -> str:

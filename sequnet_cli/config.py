@@ -41,6 +41,7 @@ AudioOutput = Literal["softmax", "logistic-mixture"]
 LossReduction = Literal["mean", "sum"]
 Precision = Literal["auto", "fp32", "bf16"]
 OVERRIDE_SECTIONS = ("data", "train", "model")
+SEEDS = 2**32  # training seeds: every epoch's batch order is seeded from one
 _TOP_LEVEL_KEYS = ("description", "task", "model", "data", "train", "tune")
 # Searched model settings that every architecture understands (`NetworkConfig.with_stages`).
 SEARCH_KNOBS = {"width": int, "stages": int}
@@ -91,9 +92,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0  # audio: validate and checkpoint every N steps; 0 = once per epoch
     eval_batches: int = 8  # audio: fixed excerpt batches for validation / test bpa
-    ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay)
+    ema: float = 0.0  # > 0: also average the weights (this decay, warmed up); the better is kept
     weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay instead of plain Adam
-    threads: int = 0  # CPU threads for training; 0 = PyTorch's default (all cores)
+    threads: int = 0  # CPU threads for training; 0 = all cores but one (devices.training_threads)
     loss: LossReduction = "mean"  # per predicted frame/sample, or "sum" over the batch (authors')
     # "auto": bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere (training_step).
     precision: Precision = "auto"
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigValueError(
                 "ema", f"must be in [0, 1) (a decay such as 0.999), got {self.ema}"
             )
+        if self.seed >= SEEDS:
+            raise ConfigValueError("seed", f"must be below 2**32, got {self.seed}")
 
 
 @dataclass(frozen=True)

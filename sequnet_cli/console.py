@@ -212,10 +212,6 @@ class RunRow(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def preset(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
     def data(self) -> str: ...
     @property
     def epochs(self) -> int: ...
@@ -229,31 +225,39 @@ class RunRow(Protocol):
     def created(self) -> datetime: ...
     @property
     def size_bytes(self) -> int: ...
+    @property
+    def checkpoints(self) -> tuple[str, ...]: ...
 
 
 def print_runs(runs: Sequence[RunRow], folder: Path) -> None:
-    """The `sequnet runs` table."""
+    """The `sequnet runs` table. A run's name says its preset, model, data (when it is the
+    user's own) and creation time, so those are not repeated; it is never cut short."""
     if not runs:
         console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
         return
-    table = Table(title=f"runs in {folder}")
-    numeric = ("epochs", "steps", "best", "size")
-    for column in ("run", "preset", "model", "data", *numeric[:3], "created", "size"):
-        table.add_column(column, justify="right" if column in numeric else "left")
+    table = Table(title=f"runs in {folder}", box=box.SIMPLE_HEAD)
+    table.add_column("run", no_wrap=True)
+    table.add_column("data", overflow="fold")
+    for column in ("epochs", "steps", "best valid", "size"):
+        table.add_column(column, justify="right", overflow="fold")
     for run in runs:
-        best = f"{run.best_score:.4f} {run.metric}" if run.best_score is not None else "-"
         table.add_row(
             run.name,
-            run.preset,
-            run.model,
-            run.data,
+            Path(run.data).name or run.data,  # a benchmark key, or the folder or file's name
             str(run.epochs),
-            str(run.steps),
-            best,
-            run.created.strftime("%Y-%m-%d %H:%M"),
+            f"{run.steps:,}",
+            _best_cell(run),
             f"{run.size_bytes / 2**20:.1f} MiB",
         )
     console.print(table)
+
+
+def _best_cell(run: RunRow) -> str:
+    """The best validation score, or why there is none: the run is empty (stopped before its
+    first checkpoint, so never picked for its preset), or its checkpoint is not validated."""
+    if run.best_score is not None:
+        return f"{run.best_score:.4f} {run.metric.removeprefix('valid ')}"
+    return "unvalidated" if run.checkpoints else "empty"
 
 
 class PresetRow(Protocol):

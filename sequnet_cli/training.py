@@ -4,19 +4,26 @@ validation stops improving, the best-on-validation checkpoint kept.
 The learning-rate rule is the authors': once more than `lr_decay_after` epochs have passed, an
 epoch whose validation score is worse than every one of the last `patience` epochs halves it.
 
+With a weight average (`train.ema`), every validation scores both the trained weights and
+their average and keeps whichever is better, so the saved model never validates worse than the
+trained weights at the same step, however short the run.
+
 A run ends cleanly at whichever limit comes first (epochs, optimizer steps, minutes) with a
-checkpoint, or when the caller's per-period callback asks (`sequnet tune` prunes so).
-Checkpoints are written atomically after every epoch; Ctrl-C leaves the last one intact.
-Resuming is exact: the order of an epoch's batches comes from a generator seeded by (seed,
-epoch), batches already done are skipped, and every random state is restored.
+checkpoint, or when the caller's per-period callback asks (`sequnet tune` prunes so). Checkpoints are written atomically after every epoch. Ctrl-C lets the step in
+progress finish, then saves the steps done since the last checkpoint, so an interrupted run
+always leaves a resumable `last.pt` (or, before its first step, no run at all). Resuming is
+exact: the order of an epoch's batches comes from a generator seeded by (seed, epoch), batches
+already done are skipped, and every random state is restored.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +31,13 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
-from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
-from sequnet_cli.config import RunConfig
+from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
+from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
-from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import SequnetError, StoppedError
+from sequnet_cli.devices import build_within_memory, cpu_threads, describe, training_threads
+from sequnet_cli.errors import CheckpointError, ConfigError, SequnetError, StoppedError
 from sequnet_cli.evaluation import evaluate_split
+from sequnet_cli.paths import runs_dir
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
 
@@ -43,10 +51,31 @@ class TrainingState:
     step: int = 0  # optimizer steps in total
     lr: float = 0.0
     best_score: float = math.inf
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch (counted from 1) whose validation was best
     metric: str = ""
     seconds: float = 0.0  # training time so far
     history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    epoch_batches: int = 0  # optimizer steps in one epoch
+    kept_average: bool = False  # `weights` holds the average: it validated better last time
+
+    def progress(self) -> str:
+        """How far the run got, in the progress display's terms."""
+        steps = f"{self.step:,} step{'s' * (self.step != 1)}"
+        epochs = f"{self.epoch} epoch{'s' * (self.epoch != 1)}"
+        if self.batch == 0:
+            return f"{epochs} ({steps})"
+        partial = f"{self.batch} of {self.epoch_batches} steps of epoch {self.epoch + 1}"
+        return f"{epochs} and {partial} ({steps})"
+
+    def best(self) -> str:
+        """The best validation so far, or that there was none."""
+        if not math.isfinite(self.best_score):
+            return f"no {self.metric} yet"
+        return (
+            f"best {self.metric} {self.best_score:.4f} in epoch {self.best_epoch} "
+            f"(step {self.best_step:,})"
+        )
 
 
 # Called after each validation (and checkpoint) with the run's state; True stops the run there.
@@ -75,18 +104,20 @@ class Trainer:
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        self.saved_step: int | None = None  # the step of the newest checkpoint, if any
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a `last.pt` checkpoint of this run."""
         self.network.load_state_dict(checkpoint.get("training_weights", checkpoint["weights"]))
-        if self.averaged is not None:
-            self.averaged.module.load_state_dict(checkpoint["weights"])
-            self.averaged.n_averaged.fill_(max(int(checkpoint["training"]["step"]), 1))
-        self.training_step.load_optimizer_state(checkpoint["optimizer"])
         self.state = TrainingState(**checkpoint["training"])
+        if self.averaged is not None:
+            averaged = checkpoint.get("averaged_weights", checkpoint["weights"])
+            self.averaged.load(averaged, updates=self.state.step)
+        self.training_step.load_optimizer_state(checkpoint["optimizer"])
         restore_rng(checkpoint["rng"])
         if "data_generator" in checkpoint:
             self.data_generator.set_state(checkpoint["data_generator"])
+        self.saved_step = self.state.step
 
     def fit(
         self, limits: Limits, display: TrainingDisplay, on_period: PeriodCallback | None = None
@@ -97,6 +128,7 @@ class Trainer:
         stop = False
         while self.state.epoch < limits.epochs and not stop:
             batches = self.data.epoch_batches(self.config.batch_size)
+            self.state.epoch_batches = batches
             display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
             nats, count = 0.0, 0  # the training loss of this period, in the task's metric below
             for batch_loss, items in self._epoch_steps():
@@ -127,9 +159,16 @@ class Trainer:
         )
         self.network.train()
         done = self.state.batch  # batches of this epoch finished before a resume
-        for batch in self.data.batches("train", self.config.batch_size, generator, skip=done):
-            loss, count = self._step(batch.to(self.device))
-            self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
+        batches = self.data.batches("train", self.config.batch_size, generator, skip=done)
+        while True:
+            # Drawing a batch and stepping on it is one unit: Ctrl-C lands before or after it,
+            # so the weights, the random states and the counters a checkpoint saves agree.
+            with _ctrl_c_deferred():
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                loss, count = self._step(batch.to(self.device))
+                self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
             yield loss, count
 
     def _step(self, batch: Batch) -> tuple[float, int]:
@@ -143,18 +182,18 @@ class Trainer:
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
-        score = evaluate_split(
-            self.evaluated, self.task, self.data, "valid", self.config.batch_size, self.device
-        )
+        score, scores = self._validate()
         improved = score < self.state.best_score
         if improved:
-            self.state.best_score, self.state.best_epoch = score, self.state.epoch
+            self.state.best_score, self.state.best_step = score, self.state.step
+            self.state.best_epoch = self.state.epoch if epoch_done else self.state.epoch + 1
         self.state.history.append(
             {
                 "epoch": self.state.epoch,
                 "step": self.state.step,
                 "train": train,
                 "valid": score,
+                **scores,
                 "lr": self.state.lr,
             }
         )
@@ -162,6 +201,23 @@ class Trainer:
             self._schedule(score)
         display.end_epoch(train, score, self.state.best_score, self.state.lr)
         self.save(best=improved)
+
+    def _validate(self) -> tuple[float, dict[str, float]]:
+        """The kept model's validation score, and both scores when there is a weight average.
+
+        The average is kept only while it validates at least as well as the trained weights:
+        early in a run, or after a jump in the learning rate, it lags behind them.
+        """
+        trained = self._score(self.network)
+        if self.averaged is None:
+            return trained, {}
+        averaged = self._score(self.averaged.module)
+        self.state.kept_average = averaged <= trained
+        return min(trained, averaged), {"valid_trained": trained, "valid_averaged": averaged}
+
+    def _score(self, network: CausalNetwork) -> float:
+        batch = self.config.batch_size
+        return evaluate_split(network, self.task, self.data, "valid", batch, self.device)
 
     def _schedule(self, score: float) -> None:
         previous = [entry["valid"] for entry in self.state.history[:-1]][-self.config.patience :]
@@ -177,12 +233,20 @@ class Trainer:
 
     @property
     def evaluated(self) -> CausalNetwork:
-        """The network that is validated, checkpointed and sampled: the average if there is one."""
-        return self.training_step.evaluated
+        """The network that is checkpointed as `weights`, evaluated and sampled: the average
+        when it validated better at the last validation, else the trained weights."""
+        if self.averaged is not None and self.state.kept_average:
+            return self.averaged.module
+        return self.network
 
     def save(self, best: bool) -> None:
         """Write `last.pt` (and `best.pt`), atomically."""
-        extra = {"training_weights": self.network.state_dict()} if self.averaged is not None else {}
+        extra = {}
+        if self.averaged is not None:
+            extra = {
+                "training_weights": self.network.state_dict(),
+                "averaged_weights": self.averaged.module.state_dict(),
+            }
         self.run.save(
             {
                 **extra,
@@ -194,6 +258,66 @@ class Trainer:
             },
             best=best,
         )
+        self.saved_step = self.state.step
+
+    def keep_interrupted(self) -> str:
+        """After Ctrl-C: save the steps done since the last checkpoint; says what is kept."""
+        if self.saved_step is None and self.state.step == 0:
+            self.run.discard()
+            return "interrupted before the first training step; nothing was written"
+        if self.saved_step != self.state.step:
+            self.save(best=False)
+        name = self.run.name
+        kept = (
+            f"interrupted; run {name} is saved after {self.state.progress()} in its last.pt: "
+            f"continue with `sequnet train --resume {name}`"
+        )
+        if not self.run.checkpoint_path("best").is_file():
+            kept += "; it has no best.pt yet: sample it with --checkpoint last"
+        return kept
+
+
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block takes effect when the block is done (KeyboardInterrupt then)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+def resumed_run(ref: str, model: str | None, overrides: list[str]) -> Run:
+    """The run `ref` names (its newest with a `last.pt`, for a preset) with `--set`-style
+    `overrides` of its training settings applied (its next checkpoint stores them, and
+    `config.json` with it).
+
+    Its network, data settings and seed cannot change: its weights and its batches depend on
+    them.
+    """
+    run = find_run(ref, model, "last")
+    fixed = [o for o in overrides if o.startswith(("model.", "data.", "train.seed="))]
+    fixed = [o for o in fixed if not o.startswith("data.dataset=")]  # a moved folder is fine
+    if fixed:
+        raise ConfigError(
+            f"a resumed run keeps its network, data settings and seed, so {fixed[0]} is refused "
+            f"with --resume {ref}; start a new run to change them"
+        )
+    try:
+        run.load_state("last")  # readable, before any work is done
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"run {run.name} cannot be resumed: {str(error).partition(';')[0]}; "
+            f"start a new run with `sequnet train {run.config.preset}`"
+        ) from error
+    run.config = apply_overrides(run.config, overrides)  # stored with the next checkpoint
+    return run
 
 
 def train_run(
@@ -210,48 +334,87 @@ def train_run(
 ) -> tuple[Run, TrainingState]:
     """Train a new run of `config` (or continue `resume`); returns the run and its final state.
 
-    `on_period` is called after each validation and may stop the run; `quiet` shows no
-    progress; `label` starts a new run's folder name (see `Run.create`).
+    Everything that can be refused is checked before the run folder is made. `on_period` is
+    called after each validation and may stop the run; `quiet` shows no progress; `label`
+    starts a new run's folder name (see `Run.create`).
     """
     if resume is not None:
         config = resume.config
-    threads = config.train.threads if device.type == "cpu" else 0
+    if limits.epochs < 1:
+        raise ConfigError(
+            f"train.epochs is {limits.epochs}: nothing to train; ask for at least one (--epochs N)"
+        )
+    runs_dir()  # an unwritable SEQUNET_HOME is refused before the data is read
+    threads = training_threads(config.train.threads) if device.type == "cpu" else 0
     with cpu_threads(threads):
-        return _train(config, limits, device, data, data_dir, resume, on_period, quiet, label)
+        try:
+            task, network, task_data = _prepare(config, device, data, data_dir, quiet)
+        except KeyboardInterrupt:
+            kept = f"run {resume.name} is unchanged" if resume else "nothing was written"
+            raise StoppedError(f"interrupted before training started; {kept}") from None
+        run = resume or Run.create(config, label)
+        return _train(run, limits, device, task, network, task_data, resume, on_period, quiet)
 
 
-def _train(
+def _prepare(
     config: RunConfig,
-    limits: Limits,
     device: torch.device,
     data: Path | None,
     data_dir: Path | None,
+    quiet: bool = False,
+) -> tuple[Task, CausalNetwork, TaskData]:
+    """The run's task, its freshly initialised network and its data."""
+    torch.manual_seed(config.train.seed)
+    task = task_for(config)
+    copies = 5 if config.train.ema > 0 else 4  # weights, gradients, two moments, average
+    network = build_within_memory(
+        task.build_network,
+        device,
+        copies,
+        f"training {config.preset} / {config.model.name}",
+        "use a smaller network (--set model.<setting>=...)",
+    )
+    with nullcontext(None) if quiet else file_progress("reading the data") as progress:
+        task_data = task.open_data(data, data_dir, network.receptive_field, progress)
+    return task, network, task_data
+
+
+def _train(
+    run: Run,
+    limits: Limits,
+    device: torch.device,
+    task: Task,
+    network: CausalNetwork,
+    task_data: TaskData,
     resume: Run | None,
     on_period: PeriodCallback | None,
     quiet: bool,
-    label: str | None,
 ) -> tuple[Run, TrainingState]:
-    torch.manual_seed(config.train.seed)
-    task = task_for(config)
-    network = task.build_network()
-    with nullcontext(None) if quiet else file_progress("reading the data") as progress:
-        task_data = task.open_data(data, data_dir, network.receptive_field, progress)
-    run = resume or Run.create(config, label)
-    trainer = Trainer(run, network, task, task_data, device)
-    if resume is not None:
-        trainer.resume(resume.load_state("last", map_location=device))
-    parameters = sum(p.numel() for p in network.parameters())
-    title = (
-        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
-        f"parameters, receptive field {network.receptive_field}) on {describe(device)} -> {run.path}"
-    )
-    display_class = QuietTrainingDisplay if quiet else TrainingDisplay
-    with display_class(task.unit, task.metric, title) as display:
-        try:
+    config = run.config
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(run, network, task, task_data, device)
+        if resume is not None:
+            trainer.resume(resume.load_state("last", map_location=device))
+        parameters = sum(p.numel() for p in network.parameters())
+        title = (
+            f"{config.preset} / {config.model.name} ({config.model.architecture}, "
+            f"{parameters:,} parameters, receptive field {network.receptive_field}) on "
+            f"{describe(device)} -> {run.path}"
+        )
+        display_class = QuietTrainingDisplay if quiet else TrainingDisplay
+        with display_class(task.unit, task.metric, title) as display:
             state = trainer.fit(limits, display, on_period)
-        except KeyboardInterrupt:
-            raise StoppedError(
-                f"interrupted; run {run.name} keeps its last checkpoint "
-                f"(continue with `sequnet train --resume {run.name}`)"
-            ) from None
+    except KeyboardInterrupt:
+        restored = resume is None or (trainer is not None and trainer.saved_step is not None)
+        if trainer is not None and restored:
+            raise StoppedError(trainer.keep_interrupted()) from None
+        if resume is not None:
+            raise StoppedError(f"interrupted; run {run.name} is unchanged") from None
+        run.discard()
+        raise StoppedError("interrupted before training started; nothing was written") from None
+    except BaseException:
+        if resume is None and (trainer is None or trainer.saved_step is None):
+            run.discard()  # a run that never saved a checkpoint would only hide the others
+        raise
     return run, state

@@ -13,11 +13,11 @@ fails, one warning and the step runs eagerly.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import CausalNetwork
 from sequnet_cli.captured_step import CapturedStep
@@ -31,7 +31,7 @@ class TrainingStep:
     """Updates `network` (already on its device) from one batch at a time.
 
     With `config.ema > 0`, an exponential moving average of the weights is kept beside them
-    (`averaged`); validation, checkpoints and sampling use it.
+    (`averaged`); the trainer validates it beside the trained weights and keeps the better.
     """
 
     def __init__(self, network: CausalNetwork, task: Task, config: TrainConfig) -> None:
@@ -43,7 +43,7 @@ class TrainingStep:
         self.optimizer = make_optimizer(
             network, config.lr, config.weight_decay, capturable=self.capture
         )
-        self.averaged = averaged_model(network, config.ema) if config.ema > 0 else None
+        self.averaged = WeightAverage(network, config.ema) if config.ema > 0 else None
         self.graph: CapturedStep | None = None
 
     def __call__(self, batch: Batch) -> tuple[float, int]:
@@ -52,7 +52,7 @@ class TrainingStep:
         try:
             total, count = self._captured(batch) if self.capture else self._update(batch)
             if self.averaged is not None:
-                self.averaged.update_parameters(self.network)
+                self.averaged.update(self.network)
             total_value, count_value = total.item(), max(int(count.item()), 1)
         except torch.OutOfMemoryError as error:
             raise DeviceError(
@@ -131,12 +131,46 @@ class TrainingStep:
                 group["lr"] = tensor
         self.set_lr(lr)
 
-    @property
-    def evaluated(self) -> CausalNetwork:
-        """The network that is validated, checkpointed and sampled: the average if there is one."""
-        if self.averaged is None:
-            return self.network
-        return self.averaged.module  # type: ignore[return-value]
+
+class WeightAverage:
+    """An exponential moving average of a network's weights (and buffers), warmed up.
+
+    After `n` updates the average moves with decay `min(decay, (1 + n) / (10 + n))`: it follows
+    the weights closely while they change fast and settles to `decay` only once the run is long
+    enough for that (after about `10 / (1 - decay)` updates). Without the warm-up, a decay of
+    0.9998 keeps mostly the random initial weights for the first thousands of steps.
+    """
+
+    def __init__(self, network: CausalNetwork, decay: float) -> None:
+        self.decay = decay
+        self.module: CausalNetwork = copy.deepcopy(network)
+        self.module.requires_grad_(False)
+        self.updates = 0
+
+    def update(self, network: CausalNetwork) -> None:
+        """Move the average towards `network`'s current weights."""
+        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, current = self._tensors(self.module), self._tensors(network)
+        with torch.no_grad():
+            floating = [
+                (a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()
+            ]
+            if floating:
+                targets, sources = zip(*floating, strict=True)
+                torch._foreach_lerp_(list(targets), list(sources), weight)
+            for a, c in zip(averaged, current, strict=True):
+                if not a.is_floating_point():
+                    a.copy_(c)  # counters and flags follow the trained network
+        self.updates += 1
+
+    def load(self, weights: dict[str, torch.Tensor], updates: int) -> None:
+        """Restore an average saved after `updates` updates."""
+        self.module.load_state_dict(weights)
+        self.updates = updates
+
+    @staticmethod
+    def _tensors(network: CausalNetwork) -> list[torch.Tensor]:
+        return [*network.parameters(), *network.buffers()]
 
 
 def make_optimizer(
@@ -157,8 +191,3 @@ def make_optimizer(
     return torch.optim.AdamW(
         parameters, lr=rate, weight_decay=weight_decay, fused=True, capturable=capturable
     )
-
-
-def averaged_model(network: CausalNetwork, decay: float) -> AveragedModel:
-    """An exponential moving average of `network`'s weights (and buffers) with `decay`."""
-    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,26 @@ def assert_one_error_line(result: Result, *fragments: str) -> None:
     assert "Traceback" not in result.err + result.out
     for fragment in fragments:
         assert fragment.lower() in errors[0].lower(), errors[0]
+
+
+def write_chorales(folder: Path, count: int, beats: int = 16, tempo: float = 120.0) -> Path:
+    """`count` four-voice MIDI chorales (a chord per beat, four notes sounding in every frame)
+    in a new `folder`; returns it."""
+    import pretty_midi
+
+    folder.mkdir(parents=True)
+    chords = ([0, 4, 7, 12], [5, 9, 12, 17], [7, 11, 14, 19], [-3, 0, 4, 9])
+    for index in range(count):
+        midi = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+        voices = pretty_midi.Instrument(program=0)
+        beat_seconds = 60.0 / tempo
+        for beat in range(beats):
+            chord = chords[(beat * (index + 1) + index) % len(chords)]
+            for offset in chord:
+                start = beat * beat_seconds
+                voices.notes.append(
+                    pretty_midi.Note(90, 55 + index % 5 + offset, start, start + beat_seconds)
+                )
+        midi.instruments.append(voices)
+        midi.write(str(folder / f"chorale{index:02}.mid"))
+    return folder

@@ -87,9 +87,12 @@ def test_best_is_only_written_when_asked() -> None:
     assert run.load_state("best")["training"]["epoch"] == 1
 
 
-def test_missing_best_checkpoint() -> None:
+def test_missing_checkpoints_are_named_with_the_one_to_use() -> None:
     run = Run.create(tiny_config())
-    with pytest.raises(CheckpointError, match="has no best.pt yet"):
+    with pytest.raises(CheckpointError, match="has no checkpoint: it was stopped before"):
+        run.load_state("best")
+    run.save(tiny_state(1, 5.0), best=False)
+    with pytest.raises(CheckpointError, match="has no best.pt .*use --checkpoint last"):
         run.load_state("best")
 
 
@@ -157,8 +160,9 @@ def test_foreign_checkpoints_are_refused(tmp_path: Path, payload: object, messag
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format_version": 1, "weights": {}, "config": {}, "thing": Path("x")}, path)
-    with pytest.raises(CheckpointError, match="not a readable sequnet checkpoint"):
+    with pytest.raises(CheckpointError, match="could run code") as refused:
         load_checkpoint_file(path)
+    assert "weights_only" not in str(refused.value)  # torch's advice to load it anyway
 
 
 def test_missing_file() -> None:
@@ -174,18 +178,31 @@ def make_run(name: str, config: RunConfig) -> Run:
     return Run(path, config)
 
 
-def test_find_run_by_preset_picks_the_newest() -> None:
+def test_find_run_by_preset_picks_the_newest_with_a_checkpoint() -> None:
     jsb = tiny_config()
-    make_run("jsb-sequnet-20240102-090000", jsb)
+    make_run("jsb-sequnet-20240102-090000", jsb).save(tiny_state(1, 5.0), best=True)
     newest = make_run("jsb-sequnet-20240301-120000", jsb)
-    make_run("jsb-tcn-20240401-120000", tiny_config("jsb", "tcn"))
+    newest.save(tiny_state(1, 5.0), best=True)
+    make_run("jsb-tcn-20240401-120000", tiny_config("jsb", "tcn")).save(tiny_state(1, 5.0), True)
+    make_run("jsb-tcn-20240501-120000", tiny_config("jsb", "tcn"))  # killed before a checkpoint
     make_run("nottingham-sequnet-20250101-000000", tiny_config("nottingham"))
-    assert find_run("jsb").name == "jsb-tcn-20240401-120000"
-    assert find_run("jsb", model="sequnet").path == newest.path
+    unvalidated = make_run("jsb-sequnet-20240601-120000", jsb)
+    unvalidated.save(tiny_state(0, float("inf")), best=False)  # stopped before a validation
+    assert find_run("jsb", which="best").name == "jsb-tcn-20240401-120000"
+    assert find_run("jsb", model="sequnet", which="best").path == newest.path
+    assert find_run("jsb", model="sequnet", which="last").path == unvalidated.path
+    with pytest.raises(CheckpointError, match="no run of preset 'nottingham' has a checkpoint"):
+        find_run("nottingham")
     assert find_run("jsb-sequnet-20240102-090000").name == "jsb-sequnet-20240102-090000"
     assert find_run(str(newest.path)).path == newest.path
     with pytest.raises(CheckpointError, match="no run of preset 'musedata'.*sequnet train"):
         find_run("musedata")
+    with pytest.raises(
+        CheckpointError, match="with model 'tcn'.*`sequnet train musedata --model tcn`"
+    ):
+        find_run("musedata", model="tcn")
+    with pytest.raises(CheckpointError, match="no preset 'jbs'; see `sequnet runs`"):
+        find_run("jbs")
 
 
 class _FrozenClock(datetime):
@@ -200,6 +217,8 @@ def test_same_second_runs_get_unique_names(monkeypatch: pytest.MonkeyPatch) -> N
     second = Run.create(tiny_config())
     assert first.name == "jsb-sequnet-20240506-070809"
     assert second.name == "jsb-sequnet-20240506-070809-2"
+    for run in (first, second):
+        run.save(tiny_state(1, 5.0), best=True)
     assert find_run("jsb").path == second.path
 
 

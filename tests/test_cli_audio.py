@@ -232,3 +232,61 @@ def test_unreadable_primer(
     bad = tmp_path / "primer.wav"
     bad.write_bytes(b"definitely not audio")
     assert_one_error_line(run(capsys, "sample", "piano-small", "--primer", str(bad)), "primer.wav")
+
+
+def test_ctrl_c_before_the_first_checkpoint_keeps_a_resumable_one(
+    capsys: pytest.CaptureFixture[str], recordings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """piano-small validates every 100 steps, minutes on a CPU: Ctrl-C before then keeps the
+    steps done."""
+    from sequnet_cli.checkpoints import find_run
+    from sequnet_cli.training import Trainer
+
+    real_step, calls = Trainer._step, []
+
+    def interrupted(self: Trainer, batch: object) -> tuple[float, int]:
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", interrupted)
+    first_check = ["--set", "train.eval_every=100"]
+    result = run(capsys, "train", "piano-small", "--data", str(recordings), *TINY, *first_check)
+    assert_one_error_line(result, "saved after 0 epochs and 3 of 100 steps", "--resume")
+    assert find_run("piano-small").load_state("last")["training"]["step"] == 3
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    succeed(capsys, "train", "--resume", "piano-small", "--steps", "5")
+    assert find_run("piano-small").load_state("last")["training"]["step"] == 5
+
+
+def test_sample_interrupted_mid_generation_writes_a_shorter_wav(
+    capsys: pytest.CaptureFixture[str],
+    recordings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sequnet_cli.tasks.audio import AudioSampler
+
+    train_tiny(capsys, recordings)
+    real_draw, calls = AudioSampler.draw, []
+
+    def interrupted(self: AudioSampler, output: object) -> object:
+        calls.append(1)
+        if len(calls) == 301:
+            raise KeyboardInterrupt
+        return real_draw(self, output)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AudioSampler, "draw", interrupted)
+    target = tmp_path / "short.wav"
+    result = run(capsys, "sample", "piano-small", "--steps", "1000", "--out", str(target))
+    assert_one_error_line(result, "interrupted after 300 of 1,000 samples", str(target))
+    audio, rate = sf.read(target)
+    assert rate == 16000 and audio.shape == (300,)
+
+
+def test_missing_audio_primer(capsys: pytest.CaptureFixture[str], recordings: Path) -> None:
+    train_tiny(capsys, recordings)
+    result = run(capsys, "sample", "piano-small", "--primer", "/nonexistent/take.flac")
+    assert_one_error_line(result, "primer /nonexistent/take.flac does not exist")
+    assert "convert" not in result.err and ".." not in result.err

@@ -171,7 +171,7 @@ def test_steps_limit_ends_cleanly_with_a_checkpoint(
     capsys: pytest.CaptureFixture[str], midi_folder: Path
 ) -> None:
     out = train_tiny(capsys, midi_folder, "--steps", "1")
-    assert "1 steps" in out
+    assert "0 epochs and 1 of 2 steps of epoch 1 (1 step)" in out
     succeed(capsys, "evaluate", "jsb", "--split", "test", "--data", str(midi_folder))
 
 

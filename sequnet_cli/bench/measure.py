@@ -191,7 +191,7 @@ def counted_training_bytes(step: TrainingStep, batch: Batch, saved: dict[int, in
     for state in step.optimizer.state.values():
         tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
     if step.averaged is not None:
-        tensors += [*step.averaged.parameters(), *step.averaged.buffers()]
+        tensors += [*step.averaged.module.parameters(), *step.averaged.module.buffers()]
     storages = dict(saved)
     for tensor in tensors:
         storage = tensor.untyped_storage()

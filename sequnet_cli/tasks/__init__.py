@@ -119,7 +119,8 @@ class Task(Protocol):
     metric: str  # short name of the metric, e.g. "NLL"
     metric_title: str  # with its unit, e.g. "NLL (nats/frame)"
     unit: str  # what one predicted element is called: "frames", "samples"
-    output_suffix: str  # of generated files: ".mid", ".wav"
+    output_suffixes: tuple[str, ...]  # of generated files, the usual one first: ".mid", ".wav"
+    generated_bytes: int  # memory one generated element takes until it is written, about
     in_channels: int
     out_channels: int
     sample_rate: int | None  # elements per second of real time, when fixed (audio)

@@ -48,7 +48,8 @@ class AudioTask:
     metric = "bpa"
     metric_title = "bits per audio sample"
     unit = "samples"
-    output_suffix = ".wav"
+    output_suffixes = (".wav",)
+    generated_bytes = 64  # the codes, the waveform and its statistics, in several dtypes
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -131,6 +132,8 @@ class AudioTask:
 
     def read_primer(self, path: Path) -> np.ndarray:
         """An audio file as mu-law codes at the model's rate: `(P,)` uint8."""
+        if not path.is_file():
+            raise DataError(f"the primer {path} does not exist; check the path")
         return mu_law_encode(load_audio(path, self.sample_rate))
 
     def sampler(

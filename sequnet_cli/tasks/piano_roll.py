@@ -48,7 +48,8 @@ class PianoRollTask:
     metric = "NLL"
     metric_title = "NLL (nats/frame)"
     unit = "frames"
-    output_suffix = ".mid"
+    output_suffixes = (".mid", ".midi")
+    generated_bytes = 1024  # the roll, its copies while writing, and the MIDI notes
     in_channels = out_channels = PITCHES
     sample_rate = None  # frames have no fixed rate: they follow the beat
 
