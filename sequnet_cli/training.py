@@ -26,7 +26,7 @@ from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig
 from sequnet_cli.console import TrainingDisplay, file_progress
 from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import SequnetError
+from sequnet_cli.errors import DataError, SequnetError
 from sequnet_cli.evaluation import evaluate_split
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
@@ -65,11 +65,14 @@ class Trainer:
         self.run, self.task, self.data, self.device = run, task, data, device
         self.config = run.config.train
         self.network = network.to(device)
-        self.training_step = TrainingStep(self.network, task, self.config)
+        self.training_step = self._make_step()
         self.optimizer = self.training_step.optimizer
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
+
+    def _make_step(self) -> TrainingStep:
+        return TrainingStep(self.network, self.task, self.config)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a `last.pt` checkpoint of this run."""
@@ -133,9 +136,7 @@ class Trainer:
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
-        score = evaluate_split(
-            self.evaluated, self.task, self.data, "valid", self.config.batch_size, self.device
-        )
+        score = self._validate(self.evaluated)
         improved = score < self.state.best_score
         if improved:
             self.state.best_score, self.state.best_epoch = score, self.state.epoch
@@ -152,6 +153,12 @@ class Trainer:
             self._schedule(score)
         display.end_epoch(train, score, self.state.best_score, self.state.lr)
         self.save(best=improved)
+
+    def _validate(self, network: CausalNetwork) -> float:
+        """The task's metric of `network` on the validation split."""
+        return evaluate_split(
+            network, self.task, self.data, "valid", self.config.batch_size, self.device
+        )
 
     def _schedule(self, score: float) -> None:
         previous = [entry["valid"] for entry in self.state.history[:-1]][-self.config.patience :]
@@ -173,17 +180,28 @@ class Trainer:
 
     def save(self, best: bool) -> None:
         """Write `last.pt` (and `best.pt`), atomically."""
+        self.run.save(self.checkpoint(), best=best)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The state a checkpoint holds (see `sequnet_cli.checkpoints`)."""
         extra = {"training_weights": self.network.state_dict()} if self.averaged is not None else {}
-        self.run.save(
-            {
-                **extra,
-                "weights": self.evaluated.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "training": asdict(self.state),
-                "rng": capture_rng(),
-                "data_generator": self.data_generator.get_state(),
-            },
-            best=best,
+        return {
+            **extra,
+            "weights": self.evaluated.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "training": asdict(self.state),
+            "rng": capture_rng(),
+            "data_generator": self.data_generator.get_state(),
+        }
+
+
+def check_validation_data(data: TaskData) -> None:
+    """Refuse data without a validation split (before a run is made): the best checkpoint
+    is chosen on it."""
+    if "valid" not in data.splits:
+        raise DataError(
+            "the data has no validation files to choose the best checkpoint on: too few "
+            "usable files to set some aside; add files (or a valid/ sub-folder)"
         )
 
 
@@ -216,6 +234,7 @@ def _train(
     network = task.build_network()
     with file_progress("reading the data") as progress:
         task_data = task.open_data(data, data_dir, network.receptive_field, progress)
+    check_validation_data(task_data)
     run = resume or Run.create(config)
     trainer = Trainer(run, network, task, task_data, device)
     if resume is not None:

@@ -7,6 +7,7 @@ same task, so any change to the step (its optimizer, precision or capture) shows
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import CausalNetwork
@@ -24,17 +25,19 @@ class TrainingStep:
 
     def __init__(self, network: CausalNetwork, task: Task, config: TrainConfig) -> None:
         self.network, self.task, self.config = network, task, config
+        # What the batch goes through: the network itself, or a wrapper of it that also
+        # exchanges gradients with other processes (`sequnet_cli.distributed`).
+        self.forward_network: CausalNetwork = network
         self.optimizer = make_optimizer(network, config.lr, config.weight_decay)
         self.averaged = averaged_model(network, config.ema) if config.ema > 0 else None
 
     def __call__(self, batch: Batch) -> tuple[float, int]:
         """One optimizer step on `batch` (on the network's device); returns the batch's mean
         loss in nats per predicted element and how many elements were predicted."""
-        count = max(batch.count, 1)
         try:
             self.optimizer.zero_grad(set_to_none=True)
-            total = self.task.loss_sum(self.network, batch)
-            loss = total if self.config.loss == "sum" else total / count
+            total = self.task.loss_sum(self.forward_network, batch)
+            loss, total, count = self.objective(total, batch.count)
             loss.backward()
             if self.config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
@@ -47,6 +50,12 @@ class TrainingStep:
                 "lower it with --set train.batch_size=N"
             ) from error
         return total.item() / count, count
+
+    def objective(self, total: Tensor, count: int) -> tuple[Tensor, Tensor, int]:
+        """The loss to minimise from a batch's summed NLL over `count` predicted elements,
+        with the summed NLL and the count it reports (a distributed step: of all processes)."""
+        count = max(count, 1)
+        return (total if self.config.loss == "sum" else total / count), total, count
 
     @property
     def evaluated(self) -> CausalNetwork:
