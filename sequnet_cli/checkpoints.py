@@ -12,7 +12,8 @@ Checkpoint dict: `format_version`, `config` (`RunConfig.to_dict()`), `weights` (
 that is evaluated and sampled), `training_weights` (the trained weights, when `weights` holds
 their average), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
-(`capture_rng()`), `data_generator` (the state of the generator drawing training batches).
+(`capture_rng()`), `data_generator` (the state of the generator drawing training batches), and
+for a run of several processes `process_rng` (each process's `capture_rng()`, by rank).
 """
 
 from __future__ import annotations
