@@ -138,7 +138,8 @@ def train(
         run, config = None, configs.resolve(preset, model, overrides)
     target = resolve_device(device)
     if nproc is not None and nproc > 1:
-        arguments = _rank_arguments(preset, model, overrides, device, data_dir, resume)
+        found = str(run.path) if run is not None else None  # the ranks resume this very run
+        arguments = _rank_arguments(preset, model, overrides, device, data_dir, found)
         code = launcher.launch(nproc, arguments, target)
         if code:
             raise typer.Exit(code)

@@ -215,6 +215,16 @@ def test_worker_processes_build_the_same_cache(tmp_path: Path, warnings: list[st
     assert len(warnings) == 2 and all("broken.wav" in w for w in warnings)
 
 
+def test_a_decoding_process_that_dies_is_a_data_error_naming_the_file() -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    future: Future[np.ndarray | str] = Future()
+    future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+    with pytest.raises(DataError, match="long.wav"):
+        audio_decoding._result(future, Path("long.wav"))
+
+
 def test_train_and_test_sub_folders_are_used_as_the_split(tmp_path: Path) -> None:
     folder = tmp_path / "music"
     make_folder(folder / "train", 3)

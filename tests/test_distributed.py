@@ -116,6 +116,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory, recordings: Path) -> dic
         "dropout-resumed": [[*dropout, "--steps", "2"], ["--resume", "jsb", "--steps", "5"]],
         "audio-resumed": [[*audio, *batch(1), "--steps", "2"], ["--resume", "piano-small", "--steps", "4"]],
         "jsb-half": [[*JSB, *batch(1), "--steps", "2"]],
+        "audio-minutes": [[*audio, *batch(1), "--minutes", "0.002"]],
     }  # fmt: skip
     if not SHARED_DATA.is_dir():  # the piano-roll scenarios need JSB Chorales
         scenarios = {name: steps for name, steps in scenarios.items() if "audio" in name}
@@ -224,6 +225,13 @@ def test_resuming_in_another_number_of_processes_continues_the_run(
     resumed = train_here(capsys, "--resume", str(half), *batch(2), "--steps", "5")
     alone = train_here(capsys, *JSB, *batch(2), "--steps", "5")
     assert_same_weights(last(resumed), last(alone))
+
+
+def test_minutes_stop_every_rank_at_the_same_step(two_ranks: dict[str, Path]) -> None:
+    # Each rank's clock says when 0.12 s have passed; they agree on the first one to say so
+    # (else one rank would wait for the other's next step forever).
+    state = last(two_ranks["audio-minutes"])
+    assert state["training"]["step"] >= 1 and len(state["process_rng"]) == 2
 
 
 def test_validation_gives_the_figure_of_one_process(

@@ -15,6 +15,7 @@ import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 from pathlib import Path
 
@@ -108,19 +109,32 @@ def decode_all(paths: list[Path], sample_rate: int, workers: int) -> Iterator[np
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts) as pool:
         waiting = iter(paths)
         # A bounded window of files in flight keeps memory bounded when an early file is slow.
-        running: deque[Future[np.ndarray | str]] = deque(
-            pool.submit(encode_file, path, sample_rate) for path in islice(waiting, 2 * workers)
+        running: deque[tuple[Path, Future[np.ndarray | str]]] = deque(
+            (path, pool.submit(encode_file, path, sample_rate))
+            for path in islice(waiting, 2 * workers)
         )
         try:
             while running:
-                result = running.popleft().result()
+                path, future = running.popleft()
+                result = _result(future, path)
                 following = next(waiting, None)
                 if following is not None:
-                    running.append(pool.submit(encode_file, following, sample_rate))
+                    running.append((following, pool.submit(encode_file, following, sample_rate)))
                 yield result
         finally:
-            for future in running:
+            for _, future in running:
                 future.cancel()
+
+
+def _result(future: Future[np.ndarray | str], path: Path) -> np.ndarray | str:
+    """What a worker made of `path`; a worker that died (killed for lack of memory, most
+    likely) is a `DataError`."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise DataError(
+            f"a process decoding {path} died ({error}); free some memory and try again"
+        ) from error
 
 
 def _ignore_interrupts() -> None:
