@@ -308,11 +308,11 @@ def _train(
     if resume is not None:
         trainer.resume(resume.load_state("last", map_location=cluster.device))
     parameters = sum(p.numel() for p in network.parameters())
+    each = "one GPU" if cluster.device.type == "cuda" else describe(cluster.device)
     title = (
         f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
         f"parameters, receptive field {network.receptive_field}) on {cluster.world} processes "
-        f"({describe(cluster.device)} each, batch {cluster.world} x {config.train.batch_size}) "
-        f"-> {run.path}"
+        f"({each} each, batch {cluster.world} x {config.train.batch_size}) -> {run.path}"
     )
     with TrainingDisplay(task.unit, task.metric, title) as display:
         return run, trainer.fit(limits, display)
