@@ -106,12 +106,22 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="Continue a stopped run (its name, folder, or preset).")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Train in this many processes on this machine (one per GPU, or CPU ranks), "
+            "through torchrun; each takes train.batch_size examples per step.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model of a preset; the best checkpoint is kept in the run folder."""
     from sequnet_cli import config as configs
-    from sequnet_cli import training
+    from sequnet_cli import distributed, launcher, training
     from sequnet_cli.devices import resolve_device
 
+    distributed.quiet_unless_first()  # under torchrun, rank 0 alone speaks
+    launcher.check_processes(nproc)
     overrides = list(set_ or [])
     options = (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed))
     for key, value in (*options, ("threads", threads)):
@@ -127,8 +137,16 @@ def train(
         raise ConfigError("name a preset to train (see `sequnet presets`), or --resume a run")
     else:
         run, config = None, configs.resolve(preset, model, overrides)
+    if nproc is not None and nproc > 1:
+        found = str(run.path) if run is not None else None  # the ranks resume this very run
+        arguments = _rank_arguments(preset, model, overrides, device, data_dir, found)
+        code = launcher.launch(nproc, arguments, target)
+        if code:
+            raise typer.Exit(code)
+        return
     limits = training.Limits(config.train.epochs, config.train.steps, config.train.minutes)
-    run, state = training.train_run(config, limits, target, None, data_dir, run)
+    train_run = distributed.train_run if distributed.launched() else training.train_run
+    run, state = train_run(config, limits, target, None, data_dir, run)
     console.print(
         f"run {run.name}: {state.progress()}; {state.best()}; checkpoints in {run.path}",
         soft_wrap=True,
@@ -210,6 +228,26 @@ def tune(
             f"`sequnet train {report.best_preset}`",
             soft_wrap=True,
         )
+
+
+def _rank_arguments(
+    preset: str | None,
+    model: str | None,
+    overrides: list[str],
+    device: str | None,
+    data_dir: Path | None,
+    resume: str | None,
+) -> list[str]:
+    """The `sequnet train` arguments each rank of `--nproc` gets: the same run, as resolved."""
+    arguments = [preset] if preset is not None and resume is None else []
+    for option, value in (("--model", model), ("--device", device), ("--resume", resume)):
+        if value is not None:
+            arguments += [option, value]
+    if data_dir is not None:
+        arguments += ["--data-dir", str(data_dir.expanduser().resolve())]
+    for override in overrides:
+        arguments += ["--set", override]
+    return arguments
 
 
 @app.command("runs")

@@ -43,7 +43,7 @@ def print_warning(message: str) -> None:
     error_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
 
 
-def _progress(*, remaining: bool = False) -> Progress:
+def _progress() -> Progress:
     """A transient progress bar with a free-text statistics column."""
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -51,8 +51,6 @@ def _progress(*, remaining: bool = False) -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     ]
-    if remaining:
-        columns.append(TimeRemainingColumn())
     return Progress(*columns, TextColumn("{task.fields[stats]}"), console=console, transient=True)
 
 
@@ -194,14 +192,44 @@ def print_note(message: str) -> None:
     error_console.print(message, soft_wrap=True, markup=False)
 
 
-@contextmanager
-def file_progress(description: str) -> Iterator[Callable[[int, int, Path], None]]:
-    """A progress bar over files (decoding a folder); yields `progress(done, total, path)`."""
-    with _progress(remaining=True) as progress:
-        task_id = progress.add_task(description, total=None, stats="")
+class FileProgressCallback(Protocol):
+    """`progress(done, total, path, hours)`: files done and in all, the next file, and for
+    audio the hours of audio done and in all."""
 
-        def update(done: int, total: int, path: Path) -> None:
-            progress.update(task_id, completed=done, total=total, stats=path.name)
+    def __call__(
+        self, done: int, total: int, path: Path, hours: tuple[float, float] | None = None
+    ) -> None: ...
+
+
+@contextmanager
+def file_progress(description: str) -> Iterator[FileProgressCallback]:
+    """A progress bar over files (decoding a folder): files done, hours of audio done when
+    given, and the time left (estimated by hours of audio when given, else by files)."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+    ]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task_id = progress.add_task(description, total=None, count="", stats="")
+
+        def update(
+            done: int, total: int, path: Path, hours: tuple[float, float] | None = None
+        ) -> None:
+            count = f"{done}/{total} files"
+            if hours is None:
+                progress.update(task_id, completed=done, total=total, count=count, stats=path.name)
+                return
+            done_hours, total_hours = hours
+            count += f"  {done_hours:,.1f}/{total_hours:,.1f} h"
+            # The bar (and so the time left) counts seconds of audio: files differ in length.
+            completed, in_all = done_hours * 3600, total_hours * 3600
+            progress.update(
+                task_id, completed=completed, total=in_all, count=count, stats=path.name
+            )
 
         yield update
 

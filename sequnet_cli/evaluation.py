@@ -8,7 +8,7 @@ import torch
 
 from models import CausalNetwork
 from sequnet_cli.console import file_progress
-from sequnet_cli.tasks import Task, TaskData
+from sequnet_cli.tasks import WHOLE, Shard, Task, TaskData
 from sequnet_cli.trained_model import TrainedModel
 
 SPLITS = ("train", "valid", "test")
@@ -23,13 +23,36 @@ def evaluate_split(
     device: torch.device,
 ) -> float:
     """The task's metric (e.g. NLL in nats per frame, bits per audio sample) on a split."""
+    return score_losses(task, batch_losses(network, task, data, split, batch_size, device))
+
+
+def batch_losses(
+    network: CausalNetwork,
+    task: Task,
+    data: TaskData,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    shard: Shard = WHOLE,
+) -> list[tuple[float, int]]:
+    """Summed NLL (nats) and predicted elements of each evaluation batch of a split (of
+    `shard`'s batches: a distributed run scores its part in each process)."""
     network.eval()
-    total, count = 0.0, 0
+    losses = []
     with torch.no_grad():
-        for batch in data.batches(split, batch_size):
+        for batch in data.batches(split, batch_size, shard=shard):
             batch = batch.to(device)
-            total += task.loss_sum(network, batch).item()
-            count += batch.count
+            losses.append((task.loss_sum(network, batch).item(), batch.count))
+    return losses
+
+
+def score_losses(task: Task, losses: list[tuple[float, int]]) -> float:
+    """The metric of a split from its batches' losses, summed in order (so the same batches
+    give the same figure to the last bit, however they were scored)."""
+    total, count = 0.0, 0
+    for nats, items in losses:
+        total += nats
+        count += items
     return task.score(total, count)
 
 

@@ -35,7 +35,7 @@ from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
 from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
 from sequnet_cli.devices import build_within_memory, cpu_threads, describe, training_threads
-from sequnet_cli.errors import CheckpointError, ConfigError, SequnetError, StoppedError
+from sequnet_cli.errors import CheckpointError, ConfigError, DataError, SequnetError, StoppedError
 from sequnet_cli.evaluation import evaluate_split
 from sequnet_cli.paths import runs_dir
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
@@ -100,11 +100,14 @@ class Trainer:
         self.run, self.task, self.data, self.device = run, task, data, device
         self.config = run.config.train
         self.network = network.to(device)
-        self.training_step = TrainingStep(self.network, task, self.config)
+        self.training_step = self._make_step()
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
+
+    def _make_step(self) -> TrainingStep:
+        return TrainingStep(self.network, self.task, self.config)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a `last.pt` checkpoint of this run."""
@@ -241,24 +244,25 @@ class Trainer:
 
     def save(self, best: bool) -> None:
         """Write `last.pt` (and `best.pt`), atomically."""
+        self.run.save(self.checkpoint(), best=best)
+        self.saved_step = self.state.step
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The state a checkpoint holds (see `sequnet_cli.checkpoints`)."""
         extra = {}
         if self.averaged is not None:
             extra = {
                 "training_weights": self.network.state_dict(),
                 "averaged_weights": self.averaged.module.state_dict(),
             }
-        self.run.save(
-            {
-                **extra,
-                "weights": self.evaluated.state_dict(),
-                "optimizer": self.training_step.optimizer_state(),
-                "training": asdict(self.state),
-                "rng": capture_rng(),
-                "data_generator": self.data_generator.get_state(),
-            },
-            best=best,
-        )
-        self.saved_step = self.state.step
+        return {
+            **extra,
+            "weights": self.evaluated.state_dict(),
+            "optimizer": self.training_step.optimizer_state(),
+            "training": asdict(self.state),
+            "rng": capture_rng(),
+            "data_generator": self.data_generator.get_state(),
+        }
 
     def keep_interrupted(self) -> str:
         """After Ctrl-C: save the steps done since the last checkpoint; says what is kept."""
@@ -275,6 +279,16 @@ class Trainer:
         if not self.run.checkpoint_path("best").is_file():
             kept += "; it has no best.pt yet: sample it with --checkpoint last"
         return kept
+
+
+def check_validation_data(data: TaskData) -> None:
+    """Refuse data without a validation split (before a run is made): the best checkpoint
+    is chosen on it."""
+    if "valid" not in data.splits:
+        raise DataError(
+            "the data has no validation files to choose the best checkpoint on: too few "
+            "usable files to set some aside; add files (or a valid/ sub-folder)"
+        )
 
 
 @contextmanager
@@ -376,6 +390,7 @@ def _prepare(
     )
     with nullcontext(None) if quiet else file_progress("reading the data") as progress:
         task_data = task.open_data(data, data_dir, network.receptive_field, progress)
+    check_validation_data(task_data)
     return task, network, task_data
 
 

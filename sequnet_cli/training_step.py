@@ -36,6 +36,9 @@ class TrainingStep:
 
     def __init__(self, network: CausalNetwork, task: Task, config: TrainConfig) -> None:
         self.network, self.task, self.config = network, task, config
+        # What the batch goes through: the network itself, or a wrapper of it that also
+        # exchanges gradients with other processes (`sequnet_cli.distributed`).
+        self.forward_network: CausalNetwork = network
         self.device = next(network.parameters()).device
         self.autocast = autocast_dtype(self.device, config.precision)
         # A replayed graph needs a capturable optimizer; elsewhere it would only cost time.
@@ -67,14 +70,19 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         enabled = self.autocast is not None
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=enabled):
-            total = self.task.loss_sum(self.network, batch)
-        count = batch.mask.sum().clamp(min=1)
-        loss = total if self.config.loss == "sum" else total / count
+            total = self.task.loss_sum(self.forward_network, batch)
+        loss, total, count = self.objective(total, batch.mask.sum())
         loss.backward()
         if self.config.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
         self.optimizer.step()
         return total.detach(), count
+
+    def objective(self, total: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss to minimise from a batch's summed NLL over `count` predicted elements,
+        with the summed NLL and the count it reports (a distributed step: of all processes)."""
+        count = count.clamp(min=1)
+        return (total if self.config.loss == "sum" else total / count), total, count
 
     def _captured(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Replay the captured step when `batch` has its shape; capture at the first batch."""

@@ -7,7 +7,6 @@ import sys
 import types
 from pathlib import Path
 from typing import Any
-from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -16,15 +15,10 @@ import torch
 
 from sequnet_cli import audio_io
 from sequnet_cli.audio_io import audio_stats, play, write_wav
-from sequnet_cli.data import audio
-from sequnet_cli.data.audio import (
-    SILENCE_CODE,
-    AudioCorpus,
-    load_audio,
-    mu_law_decode,
-    mu_law_encode,
-    split_by_file,
-)
+from sequnet_cli.data import audio, audio_decoding, audio_files
+from sequnet_cli.data.audio import AudioCorpus
+from sequnet_cli.data.audio_decoding import SILENCE_CODE, load_audio, mu_law_decode, mu_law_encode
+from sequnet_cli.data.audio_files import split_by_file
 from sequnet_cli.errors import ConfigError, DataError, DeviceError, WriteError
 
 RATE = 16000
@@ -48,6 +42,7 @@ def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Collects what the corpus code reports with `sequnet_cli.errors.warn`."""
     seen: list[str] = []
     monkeypatch.setattr(audio, "warn", seen.append)
+    monkeypatch.setattr(audio_files, "warn", seen.append)
     return seen
 
 
@@ -55,13 +50,13 @@ def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Counts calls to the module's decode function (load_audio) by the corpus."""
     calls: list[Path] = []
-    real = audio.load_audio
+    real = audio_decoding.load_audio
 
     def counting(path: Path, sample_rate: int = RATE) -> np.ndarray:
         calls.append(Path(path))
         return real(path, sample_rate)
 
-    monkeypatch.setattr(audio, "load_audio", counting)
+    monkeypatch.setattr(audio_decoding, "load_audio", counting)
     return calls
 
 
@@ -142,43 +137,58 @@ def make_folder(root: Path, count: int, seconds: float = 0.25) -> Path:
 
 def test_split_by_file_is_deterministic_disjoint_and_keeps_training_files() -> None:
     files = [Path(f"/music/{name}.wav") for name in "jihgfedcba"]
-    train, test = split_by_file(files, 0.2)
-    assert (train, test) == split_by_file(list(reversed(files)), 0.2)
-    assert len(test) == 2 and set(train) | set(test) == set(files)
-    assert not set(train) & set(test)
+    train, valid, test = split_by_file(files, 0.1, 0.2)
+    assert (train, valid, test) == split_by_file(list(reversed(files)), 0.1, 0.2)
+    assert (len(train), len(valid), len(test)) == (7, 1, 2)
+    assert set(train) | set(valid) | set(test) == set(files)
+    assert not set(train) & set(test) and not set(train) & set(valid) and not set(valid) & set(test)
     assert train == sorted(train) and test == sorted(test)
-    assert split_by_file(files[:1], 0.5) == (files[:1], [])
-    assert split_by_file(files[:2], 0.01)[1] != []  # a test file whenever there can be one
-    assert split_by_file(files, 0.0)[1] == []
+    assert split_by_file(files, 0.0, 0.2)[2] == test  # the test files do not depend on valid
+    assert split_by_file(files[:1], 0.5, 0.3) == (files[:1], [], [])
+    # Small folders: a file each to validate and test once two are left to train on.
+    assert [len(part) for part in split_by_file(files[:4], 0.01, 0.01)] == [2, 1, 1]
+    assert [len(part) for part in split_by_file(files[:3], 0.01, 0.01)] == [2, 1, 0]
+    assert split_by_file(files, 0.0, 0.0)[1:] == ([], [])
+    assert split_by_file([], 0.1, 0.1) == ([], [], [])
 
 
 def test_corpus_split_by_file_and_cache_layout(tmp_path: Path, warnings: list[str]) -> None:
     folder = make_folder(tmp_path / "music", 10)
-    corpus = AudioCorpus.open(folder, test_fraction=0.2)
-    assert len(corpus.train.files) == 8 and len(corpus.test.files) == 2
-    assert not set(corpus.train.files) & set(corpus.test.files)
+    corpus = AudioCorpus.open(folder, valid_fraction=0.1, test_fraction=0.2)
+    parts = (corpus.train.files, corpus.valid.files, corpus.test.files)
+    assert [len(files) for files in parts] == [7, 1, 2]
+    assert len(set().union(*parts)) == 10  # disjoint
+    assert corpus.split("valid") is corpus.valid
     assert corpus.train.samples.dtype == np.uint8
-    assert corpus.train.samples.shape == (8 * 4000,)
-    assert corpus.train.seconds == pytest.approx(2.0)
+    assert corpus.train.samples.shape == (7 * 4000,)
+    assert corpus.train.seconds == pytest.approx(1.75)
     assert isinstance(corpus.train.samples, np.memmap)
     names = sorted(p.name for p in corpus.cache_path.iterdir())
-    assert names == ["manifest.json", "test.npy", "train.npy"]
+    assert names == ["manifest.json", "test.npy", "train.npy", "valid.npy"]
     assert corpus.cache_path.parent.name == "audio"
     assert warnings == []
+    other = AudioCorpus.open(folder, valid_fraction=0.2, test_fraction=0.2)
+    assert other.cache_path != corpus.cache_path and len(other.valid.files) == 2
+    assert other.test.files == corpus.test.files
 
 
 def test_second_open_decodes_nothing_and_a_changed_file_is_decoded_again(
     tmp_path: Path, decode_calls: list[Path]
 ) -> None:
     folder = make_folder(tmp_path / "music", 3)
-    reports: list[tuple[int, int, str]] = []
+    reports: list[tuple[int, int, str, tuple[float, float] | None]] = []
 
-    def progress(done: int, total: int, path: Path) -> None:
-        reports.append((done, total, path.name))
+    def progress(
+        done: int, total: int, path: Path, hours: tuple[float, float] | None = None
+    ) -> None:
+        reports.append((done, total, path.name, hours))
 
     first = AudioCorpus.open(folder, progress=progress)
     assert len(decode_calls) == 3
-    assert sorted(reports) == [(0, 3, ANY), (1, 3, ANY), (2, 3, ANY)]
+    assert [report[:2] for report in reports] == [(0, 3), (1, 3), (2, 3)]
+    assert sorted(report[2] for report in reports) == ["piece00.wav", "piece01.wav", "piece02.wav"]
+    hours = [report[3] for report in reports]
+    assert hours == [(pytest.approx(i * 0.25 / 3600), pytest.approx(0.75 / 3600)) for i in range(3)]
     second = AudioCorpus.open(folder, progress=progress)
     assert len(decode_calls) == 3 and len(reports) == 3
     assert second.cache_path == first.cache_path
@@ -188,13 +198,88 @@ def test_second_open_decodes_nothing_and_a_changed_file_is_decoded_again(
     assert len(decode_calls) == 6 and third.cache_path != first.cache_path
 
 
+def test_worker_processes_build_the_same_cache(tmp_path: Path, warnings: list[str]) -> None:
+    folder = make_folder(tmp_path / "music", 5)
+    (folder / "broken.wav").write_bytes(b"RIFF" + b"\x00" * 60)
+    here = AudioCorpus.open(folder, workers=1)
+    cached = here.cache_path
+    for entry in cached.iterdir():
+        entry.unlink()
+    cached.rmdir()
+    parallel = AudioCorpus.open(folder, workers=2)
+    assert parallel.cache_path == cached
+    for name in ("train", "valid", "test"):
+        assert np.array_equal(here.split(name).samples, parallel.split(name).samples)
+        assert here.split(name).files == parallel.split(name).files
+        assert np.array_equal(here.split(name).lengths, parallel.split(name).lengths)
+    assert len(warnings) == 2 and all("broken.wav" in w for w in warnings)
+
+
+def test_a_decoding_process_that_dies_is_a_data_error_naming_the_file() -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    future: Future[np.ndarray | str] = Future()
+    future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+    with pytest.raises(DataError, match="long.wav"):
+        audio_decoding._result(future, Path("long.wav"))
+
+
 def test_train_and_test_sub_folders_are_used_as_the_split(tmp_path: Path) -> None:
     folder = tmp_path / "music"
     make_folder(folder / "train", 3)
     make_folder(folder / "test" / "nested", 1)
     corpus = AudioCorpus.open(folder, test_fraction=0.5)
-    assert [p.parent.name for p in corpus.train.files] == ["train"] * 3
+    # No valid/ sub-folder: a deterministic part of the training files validates.
+    assert [p.parent.name for p in corpus.train.files + corpus.valid.files] == ["train"] * 3
+    assert len(corpus.valid.files) == 1 and not set(corpus.valid.files) & set(corpus.train.files)
     assert [p.name for p in corpus.test.files] == ["piece00.wav"]
+    make_folder(folder / "valid", 2)
+    with_valid = AudioCorpus.open(folder)
+    assert [p.parent.name for p in with_valid.valid.files] == ["valid"] * 2
+    assert len(with_valid.train.files) == 3 and len(with_valid.test.files) == 1
+
+
+def maestro_folder(root: Path, rows: list[tuple[str, str]]) -> Path:
+    """A MAESTRO-layout folder: `maestro-v3.0.0.csv` and a short tone for each listed file."""
+    lines = ["canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration"]
+    for index, (split, name) in enumerate(rows):
+        lines.append(f"Anon,Piece {index},{split},2018,{name[:-4]}.midi,{name},0.25")
+        write(root / name, tone(200.0 + 50 * index, 0.25, 44100), rate=44100)
+    (root / "maestro-v3.0.0.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_maestro_folder_uses_the_published_split(tmp_path: Path, warnings: list[str]) -> None:
+    rows = [("train", f"2018/train{i}.wav") for i in range(3)]
+    rows += [("validation", "2017/valid.wav"), ("test", "2017/test.wav")]
+    folder = maestro_folder(tmp_path / "maestro-v3.0.0", rows)
+    (folder / "2018" / "train2.wav").rename(folder / "2018" / "train2.flac")  # converted
+    (folder / "2017" / "test.wav").unlink()
+    write(folder / "2017" / "stray.wav", tone(300.0, 0.25, RATE))  # not listed: not used
+    corpus = AudioCorpus.open(folder, valid_fraction=0.5, test_fraction=0.4)
+    names = {
+        name: [p.name for p in corpus.split(name).files] for name in ("train", "valid", "test")
+    }
+    assert names == {
+        "train": ["train0.wav", "train1.wav", "train2.flac"],
+        "valid": ["valid.wav"],
+        "test": [],
+    }
+    assert corpus.valid.lengths.tolist() == [4000]  # resampled to 16 kHz
+    assert len(warnings) == 1 and "lacks 1 of the 5 recordings" in warnings[0]
+    assert "2017/test.wav" in warnings[0]
+
+
+def test_a_damaged_maestro_table_is_a_data_error(tmp_path: Path) -> None:
+    folder = maestro_folder(tmp_path / "maestro", [("train", "a.wav"), ("validation", "b.wav")])
+    table = folder / "maestro-v3.0.0.csv"
+    table.write_text("split,midi_filename\ntrain,a.midi\n")
+    with pytest.raises(DataError, match="audio_filename"):
+        AudioCorpus.open(folder)
+    table.write_text("split,audio_filename\ntrain,a.wav\nholdout,b.wav\n")
+    with pytest.raises(DataError, match="holdout"):
+        AudioCorpus.open(folder)
 
 
 def test_resampled_files_are_cached_at_16k(tmp_path: Path) -> None:
@@ -214,7 +299,7 @@ def constant_folder(root: Path, levels: dict[str, tuple[float, float]]) -> Path:
 
 def test_excerpts_shape_range_and_never_straddle_files(tmp_path: Path) -> None:
     folder = constant_folder(tmp_path / "c", {"a": (0.5, 0.1), "b": (-0.5, 0.1), "c": (0.1, 0.1)})
-    split = AudioCorpus.open(folder, test_fraction=0.0).train
+    split = AudioCorpus.open(folder, valid_fraction=0.0, test_fraction=0.0).train
     excerpts = split.random_excerpts(64, 1000, torch.Generator().manual_seed(1))
     assert excerpts.shape == (64, 1000) and excerpts.dtype == torch.int64
     assert int(excerpts.min()) >= 0 and int(excerpts.max()) <= 255
@@ -297,8 +382,9 @@ def test_missing_folder_and_bad_test_fraction(tmp_path: Path) -> None:
 def test_piano_render_folder_split() -> None:
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "piano-render"
     corpus = AudioCorpus.open(folder)
-    assert len(corpus.train.files) == 13 and len(corpus.test.files) == 5
-    assert corpus.train.seconds > corpus.test.seconds > 60
+    counts = [len(corpus.split(name).files) for name in ("train", "valid", "test")]
+    assert counts == [12, 1, 5]
+    assert corpus.train.seconds > corpus.test.seconds > 60 and corpus.valid.seconds > 10
     batch = corpus.train.random_excerpts(4, 16000, torch.Generator().manual_seed(0))
     assert batch.shape == (4, 16000) and batch.float().std() > 1.0  # not silence
 

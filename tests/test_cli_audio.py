@@ -58,7 +58,7 @@ def test_train_evaluate_sample_wav(
     scores = run(capsys, "evaluate", "piano-small", "--json")
     assert scores.code == 0, scores.err
     values = json.loads(scores.out)["scores"]
-    assert set(values) == {"train", "test"} and all(0 < v < 9 for v in values.values())
+    assert set(values) == {"train", "valid", "test"} and all(0 < v < 9 for v in values.values())
     from sequnet_cli.checkpoints import find_run
 
     history = find_run("piano-small", None).load_state("last")["training"]["history"]
@@ -290,3 +290,55 @@ def test_missing_audio_primer(capsys: pytest.CaptureFixture[str], recordings: Pa
     result = run(capsys, "sample", "piano-small", "--primer", "/nonexistent/take.flac")
     assert_one_error_line(result, "primer /nonexistent/take.flac does not exist")
     assert "convert" not in result.err and ".." not in result.err
+
+
+def best_score() -> float:
+    from sequnet_cli.checkpoints import find_run
+
+    return float(find_run("piano-small", None).load_state("best")["training"]["best_score"])
+
+
+def test_the_best_checkpoint_is_chosen_on_valid_and_test_is_only_scored(
+    capsys: pytest.CaptureFixture[str], recordings: Path
+) -> None:
+    train_tiny(capsys, recordings)  # 4 files: 2 to train on, 1 to validate, 1 to test
+    valid = json.loads(succeed(capsys, "evaluate", "piano-small", "--split", "valid", "--json").out)
+    assert set(valid["scores"]) == {"valid"}
+    assert valid["scores"]["valid"] == pytest.approx(best_score(), abs=1e-9)
+    test = json.loads(succeed(capsys, "evaluate", "piano-small", "--split", "test", "--json").out)
+    assert test["scores"]["test"] != pytest.approx(valid["scores"]["valid"], abs=1e-3)
+
+
+def test_a_maestro_folder_trains_on_its_published_split(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "maestro-v3.0.0"
+    rows = ["split,audio_filename,duration"]
+    for index, split in enumerate(["train", "train", "validation", "test", "train"]):
+        name = f"2018/{split}-{index}.wav"
+        (folder / "2018").mkdir(parents=True, exist_ok=True)
+        sf.write(folder / name, tone(0.5, 220.0 + 110 * index, rate=48000), 48000)
+        rows.append(f"{split},{name},0.5")
+    (folder / "maestro-v3.0.0.csv").write_text("\n".join(rows) + "\n")
+    succeed(capsys, "train", "piano-small", "--data", str(folder), "--steps", "2", *TINY)
+    from sequnet_cli.data.audio import AudioCorpus
+
+    corpus = AudioCorpus.open(folder)
+    assert [p.name for p in corpus.valid.files] == ["validation-2.wav"]
+    assert [p.name for p in corpus.test.files] == ["test-3.wav"] and len(corpus.train.files) == 3
+    valid = json.loads(succeed(capsys, "evaluate", "piano-small", "--split", "valid", "--json").out)
+    assert valid["scores"]["valid"] == pytest.approx(best_score(), abs=1e-9)
+
+
+def test_a_folder_too_small_to_validate_on_is_refused_before_a_run_is_made(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for index in range(2):
+        sf.write(folder / f"take{index}.wav", tone(0.5, 220.0 * (index + 1)), 22050)
+    result = run(capsys, "train", "piano-small", "--data", str(folder), *TINY)
+    assert_one_error_line(result, "validation")
+    from sequnet_cli.paths import runs_dir
+
+    assert list(runs_dir().iterdir()) == []

@@ -36,7 +36,15 @@ TASK_CLASSES: dict[str, str] = {
 TASK_NAMES = tuple(TASK_CLASSES)
 
 Progress = Callable[[int], None]  # called with the number of new elements
-FileProgress = Callable[[int, int, Path], None]  # (files done, total, the next file)
+
+
+class FileProgress(Protocol):
+    """Told about each file read: files done, in all, the next file, and (for audio) the hours
+    of audio done and in all."""
+
+    def __call__(
+        self, done: int, total: int, path: Path, hours: tuple[float, float] | None = None
+    ) -> None: ...
 
 
 @dataclass
@@ -53,6 +61,31 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.x.to(device), self.target.to(device), self.mask.to(device))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The part of the data one process of a distributed run reads: `rank` of `world`.
+
+    Training: each step's batch is `world` times the process's batch, drawn alike by every
+    process from the run's seed; process `rank` keeps its rows `rank::world`. Evaluation:
+    process `rank` takes the batches `rank, rank + world, ...` of the split.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def rows(self) -> slice:
+        """This process's rows of a batch drawn for all processes."""
+        return slice(self.rank, None, self.world)
+
+    def takes(self, index: int) -> bool:
+        """Whether evaluation batch `index` is this process's."""
+        return index % self.world == self.rank
+
+
+WHOLE = Shard()  # one process reads everything
 
 
 @dataclass(frozen=True)
@@ -78,15 +111,19 @@ class TaskData(Protocol):
         batch_size: int,
         generator: torch.Generator | None = None,
         skip: int = 0,
+        shard: Shard = WHOLE,
     ) -> Iterator[Batch]:
         """Training batches (with `generator`), else the split's evaluation batches.
 
         `skip`: training batches of this epoch already done (a resumed run); not built.
+        `shard`: this process's part of them (see `Shard`); every process gets as many
+        training batches as the others, some perhaps with nothing to predict.
         """
         ...
 
     def epoch_batches(self, batch_size: int) -> int:
-        """Optimizer steps in one training epoch."""
+        """Optimizer steps in one training epoch at `batch_size` examples per step (all
+        processes together)."""
         ...
 
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:

@@ -22,15 +22,16 @@ from torch import Tensor
 from models import CausalNetwork, build_network
 from sequnet_cli.audio_io import audio_stats, play, write_wav
 from sequnet_cli.config import RunConfig
-from sequnet_cli.data.audio import (
+from sequnet_cli.data.audio import AudioCorpus
+from sequnet_cli.data.audio_decoding import (
     SILENCE_CODE,
-    AudioCorpus,
     load_audio,
     mu_law_decode,
     mu_law_encode,
 )
+from sequnet_cli.data.audio_files import SPLITS
 from sequnet_cli.errors import DataError
-from sequnet_cli.tasks import Batch, BenchShape, FileProgress
+from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard
 from sequnet_cli.tasks.audio_coding import CLASSES, AudioCoding
 
 if TYPE_CHECKING:
@@ -76,7 +77,11 @@ class AudioTask:
                 "recordings (WAV, FLAC, OGG, ...), e.g. an unpacked MAESTRO download"
             )
         corpus = AudioCorpus.open(
-            folder, self.sample_rate, self.config.data.test_fraction, progress
+            folder,
+            self.sample_rate,
+            valid_fraction=self.config.data.valid_fraction,
+            test_fraction=self.config.data.test_fraction,
+            progress=progress,
         )
         return AudioData(self, corpus, receptive_field)
 
@@ -199,7 +204,8 @@ class AudioSampler:
 class AudioData:
     """An audio corpus as training batches of random excerpts and fixed evaluation excerpts.
 
-    Validation uses the corpus's held-out files (its `test` split).
+    Validation uses the corpus's `valid` files; `sequnet evaluate` scores any split that has
+    files.
     """
 
     def __init__(self, task: AudioTask, corpus: AudioCorpus, receptive_field: int) -> None:
@@ -209,21 +215,28 @@ class AudioData:
         self.length = receptive_field + self.targets
         self.eval_batches = task.config.train.eval_batches
         self.steps_per_epoch = task.config.train.eval_every or DEFAULT_STEPS_PER_EPOCH
-        self.splits = ("train", "test")
+        self.splits = tuple(name for name in SPLITS if corpus.split(name).files)
         self._fixed: dict[tuple[str, int], Tensor] = {}  # evaluation excerpts by (split, batch)
 
     def batches(
-        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+        shard: Shard = WHOLE,
     ) -> Iterator[Batch]:
         """Random excerpts for training (with `generator`), or the fixed, seeded excerpts.
 
         `skip`: training batches of this period already done; the generator's state already
-        reflects them, so nothing is drawn for them.
+        reflects them, so nothing is drawn for them. `shard`: see `Shard`.
         """
-        data = self.corpus.train if split == "train" else self.corpus.test
+        data = self.corpus.split(split)
         if generator is not None:
             for _ in range(skip, self.steps_per_epoch):
-                codes = data.random_excerpts(batch_size, self.length, generator)
+                codes = data.random_excerpts(
+                    batch_size * shard.world, self.length, generator, rows=shard.rows
+                )
                 yield self.task.collate(codes, self.targets)
             return
         key = (split, batch_size)
@@ -232,8 +245,9 @@ class AudioData:
                 self.eval_batches * batch_size, self.length, seed=EVALUATION_SEED
             )
         codes = self._fixed[key]
-        for start in range(0, codes.shape[0], batch_size):
-            yield self.task.collate(codes[start : start + batch_size], self.targets)
+        for index, start in enumerate(range(0, codes.shape[0], batch_size)):
+            if shard.takes(index):
+                yield self.task.collate(codes[start : start + batch_size], self.targets)
 
     def epoch_batches(self, batch_size: int) -> int:
         return self.steps_per_epoch

@@ -30,7 +30,7 @@ from sequnet_cli.data.midi import load_midi_folder, midi_to_roll, roll_to_midi, 
 from sequnet_cli.data.polyphonic import BENCHMARKS, load_benchmark, load_mat, load_pickle
 from sequnet_cli.data.rolls import PITCHES, PianoRollSplits
 from sequnet_cli.errors import DataError, warn
-from sequnet_cli.tasks import Batch, BenchShape, FileProgress
+from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard
 
 if TYPE_CHECKING:
     from sequnet_cli.generation import SampleRequest
@@ -182,20 +182,34 @@ class PianoRollData:
             )
 
     def batches(
-        self, split: str, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+        shard: Shard = WHOLE,
     ) -> Iterator[Batch]:
         """One pass over a split: shuffled with `generator`, else sorted by length (less
-        padding) in batches of at least `EVAL_BATCH`."""
+        padding) in batches of at least `EVAL_BATCH`. `shard`: see `Shard`."""
         pieces = self.splits.get(split, [])
-        if generator is not None:
-            order = torch.randperm(len(pieces), generator=generator).tolist()
-        else:
+        if generator is None:
             order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
             # Padding is masked, so evaluation batches change no score; sorted by length they
             # pad little, and a few pieces per pass are much faster than one.
-            batch_size = max(batch_size, EVAL_BATCH)
-        for start in range(skip * batch_size, len(order), batch_size):
-            yield self.collate([pieces[i] for i in order[start : start + batch_size]])
+            size = max(batch_size, EVAL_BATCH)
+            for index, start in enumerate(range(0, len(order), size)):
+                if shard.takes(index):
+                    yield self.collate([pieces[i] for i in order[start : start + size]])
+            return
+        order = torch.randperm(len(pieces), generator=generator).tolist()
+        step = batch_size * shard.world  # the pieces of one optimizer step, all processes'
+        for start in range(skip * step, len(order), step):
+            chosen = order[start : start + step][shard.rows]
+            if chosen:
+                yield self.collate([pieces[i] for i in chosen])
+            else:  # the last step has fewer pieces than processes: this one still takes part
+                empty = self.collate([pieces[order[start]]])
+                yield Batch(empty.x, empty.target, torch.zeros_like(empty.mask))
 
     @staticmethod
     def collate(pieces: list[np.ndarray]) -> Batch:

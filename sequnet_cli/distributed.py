@@ -1,0 +1,450 @@
+"""Distributed data-parallel training: one `sequnet train` in several processes (DESIGN.md,
+"Devices and scale").
+
+`torchrun --nproc-per-node N -m sequnet_cli train ...` starts N processes ("ranks") on each
+machine; `sequnet train --nproc N` starts them on this machine (`sequnet_cli.launcher`). Every
+rank trains a replica of the network in DistributedDataParallel (NCCL on CUDA, one GPU per
+rank; Gloo on the CPU), which averages the gradients over the ranks in every step.
+
+- Data: every rank draws each step's batch for all ranks from the run's seed, alike, and keeps
+  its own rows (`sequnet_cli.tasks.Shard`), so no two ranks read the same excerpt or piece and
+  N ranks at batch B/N take the same steps as one process at batch B (the loss is normalised
+  by what all ranks predict). Dropout draws from a per-rank seed derived from the run's.
+- Validation: each rank scores its share of the validation batches; the losses are summed in
+  the single-process order, so the figure is the one a single process (and `sequnet evaluate`)
+  gives.
+- Output: rank 0 alone makes the run folder and writes `config.json`, the checkpoints, the live
+  display and the summary; the other ranks print nothing. An audio cache is built by the first
+  rank of each machine while the others wait, then memory-mapped by all of them.
+- Stopping: `--steps` and `--epochs` stop every rank at the same step; `--minutes` stops all of
+  them at the first rank's limit. Ctrl-C, a failing rank or a rank that dies ends every rank
+  (torchrun's agent stops the others) with one `error:` line from rank 0, saying why; the last
+  checkpoint is left intact (files are written atomically).
+- Resume: a checkpoint holds every rank's random state; `--resume` with the same number of
+  processes continues exactly, with another number it continues from the same step, weights,
+  optimizer and data stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from models import CausalNetwork
+from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
+from sequnet_cli.config import RunConfig, TrainConfig
+from sequnet_cli.console import TrainingDisplay, console, error_console, file_progress
+from sequnet_cli.devices import cpu_threads, describe
+from sequnet_cli.errors import DeviceError, SequnetError
+from sequnet_cli.evaluation import batch_losses, score_losses
+from sequnet_cli.tasks import WHOLE, Batch, Shard, Task, TaskData, task_for
+from sequnet_cli.training import Limits, Trainer, TrainingState, check_validation_data
+from sequnet_cli.training_step import TrainingStep
+
+# How long ranks wait for each other outside the training steps (the first rank of a machine
+# decoding a large audio folder into its cache, rank 0 writing a checkpoint).
+WAITING = timedelta(hours=6)
+ERROR_KEY = "sequnet/error"  # in torchrun's store: why a rank stopped, for rank 0 to say
+REPORTED = "SEQUNET_LAUNCHER_REPORT"  # a file rank 0 writes once it has said why a run stopped
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched() -> bool:
+    """Whether this process is a rank started by torchrun (which sets these variables)."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def quiet_unless_first() -> None:
+    """Silence every rank but rank 0 (its results, warnings and errors reach the user once)."""
+    if launched() and os.environ["RANK"] != "0":
+        console.quiet = error_console.quiet = True
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This rank's place among the processes of a run, and the means to agree with them."""
+
+    rank: int
+    world: int
+    local_rank: int  # among the ranks of this machine
+    device: torch.device
+    group: dist.ProcessGroup  # Gloo, for values on the CPU whatever the device
+    store: dist.Store  # torchrun's key-value store, reachable while any rank fails
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.rank, self.world)
+
+    @property
+    def first(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value` (picklable), by rank."""
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value, group=self.group)
+        return values
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` (picklable), on every rank."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on some rank."""
+        tensor = torch.tensor([int(flag)])
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(tensor.item())
+
+    def wait(self) -> None:
+        """Wait until every rank is here."""
+        dist.barrier(group=self.group)
+
+
+@contextmanager
+def joined(device: torch.device) -> Iterator[Cluster]:
+    """Join the run's processes (torchrun's environment) on `device` (CUDA: this rank's GPU)."""
+    rank, world, local_rank = (int(os.environ[name]) for name in TORCHRUN_VARIABLES[:3])
+    device = rank_device(device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # Keys of their own for every run in this process, so that a second run (a test, a
+    # notebook) never reads what the first left in the store.
+    store = dist.PrefixStore(f"sequnet/{next(_JOINS)}/", _torchrun_store(rank, world))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world)
+    try:
+        group = dist.new_group(backend="gloo", timeout=WAITING)
+        yield Cluster(rank, world, local_rank, device, group, store)
+    finally:
+        with suppress(RuntimeError):  # a rank may already be gone
+            dist.destroy_process_group()
+
+
+_JOINS = itertools.count()
+
+
+def _torchrun_store(rank: int, world: int) -> dist.Store:
+    """The key-value store of the run: torchrun's agent's, or (started without an agent) one
+    that rank 0 serves, at MASTER_ADDR:MASTER_PORT as torch's `env://` finds it."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    return dist.TCPStore(
+        address, port, world, is_master=rank == 0 and not agent, timeout=timedelta(minutes=30)
+    )
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of a rank: its own GPU (by its rank on this machine), or the CPU."""
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DeviceError(
+            f"this machine has {count} GPU{'s' * (count != 1)} for {local_rank + 1} or more "
+            f"processes; start one process per GPU (--nproc-per-node {count}) or use --device cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def process_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of rank `rank`'s own random draws (dropout), derived from the run's seed."""
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# --- the step, the data and the trainer ------------------------------------------------------
+
+
+class DistributedTrainingStep(TrainingStep):
+    """The training step of one rank: DistributedDataParallel averages the gradients over the
+    ranks, and the loss is normalised by what all ranks predict, so the step is the one a
+    single process takes on all ranks' batches together."""
+
+    def __init__(
+        self, network: CausalNetwork, task: Task, config: TrainConfig, cluster: Cluster
+    ) -> None:
+        super().__init__(network, task, config)
+        self.capture = False  # a step that talks to other processes cannot be replayed alone
+        self.world = cluster.world
+        devices = [cluster.device] if cluster.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(network, device_ids=devices)
+        self.forward_network = cast(CausalNetwork, wrapped)
+
+    def objective(self, total: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Scaled by the ranks over all ranks' predicted elements: DistributedDataParallel
+        divides the summed gradients by the number of ranks."""
+        summed = torch.stack([total.detach().double(), count.double()])
+        dist.all_reduce(summed)  # (all ranks' summed NLL, their predicted elements)
+        every_count = summed[1].clamp(min=1)
+        scale = self.world if self.config.loss == "sum" else (self.world / every_count).float()
+        return total * scale, summed[0], every_count
+
+
+class ShardedData:
+    """A task's data as one rank reads it: its share of every batch (`Shard`), epochs counted
+    in steps of all ranks' batches together."""
+
+    def __init__(self, data: TaskData, shard: Shard) -> None:
+        self.data, self.shard = data, shard
+        self.splits = data.splits
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+        shard: Shard = WHOLE,
+    ) -> Iterator[Batch]:
+        return self.data.batches(split, batch_size, generator, skip, self.shard)
+
+    def epoch_batches(self, batch_size: int) -> int:
+        return self.data.epoch_batches(batch_size * self.shard.world)
+
+    def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
+        return self.data.epoch_generator(seed, epoch, running)
+
+
+class DistributedTrainer(Trainer):
+    """The trainer of one rank; see the module docstring for what the ranks share."""
+
+    def __init__(
+        self, run: Run, network: CausalNetwork, task: Task, data: TaskData, cluster: Cluster
+    ) -> None:
+        self.cluster = cluster
+        super().__init__(run, network, task, ShardedData(data, cluster.shard), cluster.device)
+
+    def _make_step(self) -> TrainingStep:
+        return DistributedTrainingStep(self.network, self.task, self.config, self.cluster)
+
+    def _limit_reached(self, limits: Limits) -> bool:
+        reached = super()._limit_reached(limits)
+        # Steps and epochs are counted alike by every rank; their clocks differ a little.
+        return self.cluster.any(reached) if limits.minutes else reached
+
+    def _score(self, network: CausalNetwork) -> float:
+        """The validation figure of all ranks' batches, summed in the single-process order."""
+        batch_size = self.config.batch_size
+        mine = batch_losses(network, self.task, self.data, "valid", batch_size, self.device)
+        parts = self.cluster.gather(mine)  # rank r scored batches r, r + world, ...
+        world, count = self.cluster.world, sum(len(part) for part in parts)
+        return score_losses(self.task, [parts[i % world][i // world] for i in range(count)])
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        super().resume(checkpoint)
+        states = checkpoint.get("process_rng", [])
+        if len(states) == self.cluster.world:
+            restore_rng(states[self.cluster.rank])
+        elif not self.cluster.first:  # another number of ranks: fresh draws for the others
+            torch.manual_seed(process_seed(self.config.seed, self.cluster.rank, self.state.step))
+
+    def save(self, best: bool) -> None:
+        states = self.cluster.gather(capture_rng())
+        if self.cluster.first:
+            self.run.save({**self.checkpoint(), "process_rng": states}, best=best)
+        self.saved_step = self.state.step
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def train_run(
+    config: RunConfig,
+    limits: Limits,
+    device: torch.device,
+    data: Path | None = None,
+    data_dir: Path | None = None,
+    resume: Run | None = None,
+) -> tuple[Run, TrainingState]:
+    """`sequnet_cli.training.train_run` as one rank of a torchrun-launched run."""
+    if resume is not None:
+        config = resume.config
+    report = _Report(int(os.environ["RANK"]))
+    with _signals_raised(), report.failures(), joined(device) as cluster:
+        report.cluster = cluster
+        threads = config.train.threads if cluster.device.type == "cpu" else 0
+        with cpu_threads(threads):
+            return _train(cluster, report, config, limits, data, data_dir, resume)
+
+
+def _train(
+    cluster: Cluster,
+    report: _Report,
+    config: RunConfig,
+    limits: Limits,
+    data: Path | None,
+    data_dir: Path | None,
+    resume: Run | None,
+) -> tuple[Run, TrainingState]:
+    torch.manual_seed(config.train.seed)
+    task = task_for(config)
+    network = task.build_network()  # the same initial weights on every rank
+    if not cluster.first:
+        torch.manual_seed(process_seed(config.train.seed, cluster.rank))
+    task_data = _open_data(cluster, task, network.receptive_field, data, data_dir)
+    check_validation_data(task_data)
+    run = report.run = _run_folder(cluster, config, resume)
+    trainer = DistributedTrainer(run, network, task, task_data, cluster)
+    if resume is not None:
+        trainer.resume(resume.load_state("last", map_location=cluster.device))
+    parameters = sum(p.numel() for p in network.parameters())
+    each = "one GPU" if cluster.device.type == "cuda" else describe(cluster.device)
+    title = (
+        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
+        f"parameters, receptive field {network.receptive_field}) on {cluster.world} processes "
+        f"({each} each, batch {cluster.world} x {config.train.batch_size}) -> {run.path}"
+    )
+    with TrainingDisplay(task.unit, task.metric, title) as display:
+        return run, trainer.fit(limits, display)
+
+
+def _open_data(
+    cluster: Cluster, task: Task, receptive_field: int, data: Path | None, data_dir: Path | None
+) -> TaskData:
+    """The task's data; the first rank of each machine opens it first (decoding an audio
+    folder into the cache once), the others then read what it made."""
+    builds = cluster.local_rank == 0
+    if not builds:
+        cluster.wait()
+    with file_progress("reading the data") as progress:
+        opened = task.open_data(data, data_dir, receptive_field, progress)
+    if builds:
+        cluster.wait()
+    return opened
+
+
+def _run_folder(cluster: Cluster, config: RunConfig, resume: Run | None) -> Run:
+    """The run: rank 0 makes its folder, the other ranks only learn where it is."""
+    if resume is not None:
+        return resume
+    path = cluster.broadcast(Run.create(config).path if cluster.first else None)
+    return Run(path, config)
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM, which torchrun's agent sends the other ranks when one fails. A BaseException,
+    as KeyboardInterrupt is, so that no `except Exception` swallows it."""
+
+
+@contextmanager
+def _signals_raised() -> Iterator[None]:
+    """SIGTERM raises `Terminated`, so that a stopped rank can say why; restored after."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Report:
+    """Turns whatever stops a rank into one message: its own error, or why the others stopped.
+
+    A rank's own `SequnetError` is put in torchrun's store (and in torchrun's error file), so
+    that rank 0, finding the others gone, can say what happened instead of "connection closed";
+    rank 0 tells `--nproc`'s launcher that it has spoken (`REPORTED`), so that the launcher
+    does not say it again.
+    """
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.cluster: Cluster | None = None
+        self.run: Run | None = None
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        try:
+            yield
+        except SequnetError as error:
+            self._publish(str(error))
+            self._tell_launcher()
+            raise
+        except (KeyboardInterrupt, Terminated, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and not _lost_peer(error):
+                raise
+            # Once stopping, a second Ctrl-C or SIGTERM must not cut this message short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self._tell_launcher()
+            raise SequnetError(f"{self._why(error)}; {self._kept()}") from None
+
+    def _publish(self, message: str) -> None:
+        _write_error_file(message)
+        if self.cluster is None:
+            return
+        text = f"process {self.rank} of {self.cluster.world}: {message}"
+        with suppress(RuntimeError, ValueError):  # the store may be gone with the launcher
+            self.cluster.store.compare_set(ERROR_KEY, "", text)  # the first error is the cause
+
+    def _tell_launcher(self) -> None:
+        path = os.environ.get(REPORTED)
+        if self.rank == 0 and path:
+            with suppress(OSError):
+                Path(path).write_text("rank 0 has reported why the run stopped")
+
+    def _why(self, error: BaseException) -> str:
+        if isinstance(error, KeyboardInterrupt):
+            return "interrupted"
+        with suppress(RuntimeError, ValueError):
+            if self.cluster is not None and self.cluster.store.check([ERROR_KEY]):
+                return self.cluster.store.get(ERROR_KEY).decode()
+        if isinstance(error, Terminated):
+            return "stopped by a termination signal (from torchrun, a job scheduler or kill)"
+        return (
+            "another process of the run stopped without saying why (killed, e.g. for lack of "
+            "memory)"
+        )
+
+    def _kept(self) -> str:
+        if self.run is None:
+            return "no run was started"
+        if not self.run.checkpoint_path("last").is_file():
+            return f"run {self.run.name} has no checkpoint yet"
+        return (
+            f"run {self.run.name} keeps its last checkpoint "
+            f"(continue with `sequnet train --resume {self.run.name}`)"
+        )
+
+
+def _write_error_file(message: str) -> None:
+    """Leave `message` where torchrun's agent looks for why a rank failed (its error file, in
+    the format of torch.distributed.elastic), for torchrun's report and `--nproc`'s."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    details = {"py_callstack": "", "timestamp": str(int(time.time()))}
+    with suppress(OSError):
+        Path(path).write_text(json.dumps({"message": {"message": message, "extraInfo": details}}))
+
+
+def _lost_peer(error: RuntimeError) -> bool:
+    """Whether `error` is a collective operation failing because another rank is gone: NCCL
+    raises a DistError, Gloo a RuntimeError naming its transport."""
+    return isinstance(error, dist.DistError) or "gloo" in str(error).lower()
