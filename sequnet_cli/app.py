@@ -139,7 +139,7 @@ def train(
         run, config = None, configs.resolve(preset, model, overrides)
     if nproc is not None and nproc > 1:
         found = str(run.path) if run is not None else None  # the ranks resume this very run
-        arguments = _rank_arguments(preset, model, overrides, device, data_dir, found)
+        arguments = launcher.rank_arguments(preset, model, overrides, device, data_dir, found)
         code = launcher.launch(nproc, arguments, target)
         if code:
             raise typer.Exit(code)
@@ -228,26 +228,6 @@ def tune(
             f"`sequnet train {report.best_preset}`",
             soft_wrap=True,
         )
-
-
-def _rank_arguments(
-    preset: str | None,
-    model: str | None,
-    overrides: list[str],
-    device: str | None,
-    data_dir: Path | None,
-    resume: str | None,
-) -> list[str]:
-    """The `sequnet train` arguments each rank of `--nproc` gets: the same run, as resolved."""
-    arguments = [preset] if preset is not None and resume is None else []
-    for option, value in (("--model", model), ("--device", device), ("--resume", resume)):
-        if value is not None:
-            arguments += [option, value]
-    if data_dir is not None:
-        arguments += ["--data-dir", str(data_dir.expanduser().resolve())]
-    for override in overrides:
-        arguments += ["--set", override]
-    return arguments
 
 
 @app.command("runs")

@@ -136,3 +136,23 @@ def check_processes(processes: int | None) -> None:
             "--nproc starts its own processes; under torchrun, leave it out "
             "(torchrun's --nproc-per-node sets the number)"
         )
+
+
+def rank_arguments(
+    preset: str | None,
+    model: str | None,
+    overrides: list[str],
+    device: str | None,
+    data_dir: Path | None,
+    resume: str | None,
+) -> list[str]:
+    """The `sequnet train` arguments each rank of `--nproc` gets: the same run, as resolved."""
+    arguments = [preset] if preset is not None and resume is None else []
+    for option, value in (("--model", model), ("--device", device), ("--resume", resume)):
+        if value is not None:
+            arguments += [option, value]
+    if data_dir is not None:
+        arguments += ["--data-dir", str(data_dir.expanduser().resolve())]
+    for override in overrides:
+        arguments += ["--set", override]
+    return arguments
