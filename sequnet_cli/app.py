@@ -4,6 +4,9 @@ Every `SequnetError` (and Ctrl-C, out-of-memory, unreadable files) raised below 
 turned into exactly one `error: ...` line on stderr and exit code 1 by `main`; every
 `SequnetWarning` into one `warning: ...` line. Commands import what they need when they run,
 so `sequnet --help` and `sequnet --version` never import torch.
+
+The module is long only because every command declares its options here, typed and with help
+text, as Typer wants; each command's body is a few lines that hand off.
 """
 
 from __future__ import annotations
