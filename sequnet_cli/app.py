@@ -291,6 +291,10 @@ def bench(
     sweep: Annotated[
         bool, typer.Option("--sweep/--no-sweep", help="Also measure cost against depth.")
     ] = True,
+    no_capture: Annotated[
+        bool,
+        typer.Option("--no-capture", help="CUDA: measure generation without CUDA graphs only."),
+    ] = False,
 ) -> None:
     """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed."""
     import json
@@ -301,7 +305,15 @@ def bench(
 
     with error_console.status("benchmarking") as status:
         result = run_bench(
-            preset, vs, device, batch_size, threads, quick, sweep, progress=status.update
+            preset,
+            vs,
+            device,
+            batch_size,
+            threads,
+            quick,
+            sweep,
+            progress=status.update,
+            capture=not no_capture,
         )
     if json_output:
         document = json.dumps(result.to_json(), indent=2)

@@ -36,6 +36,7 @@ from sequnet_cli.bench.results import (
     TrainingComparison,
 )
 from sequnet_cli.config import RunConfig
+from sequnet_cli.errors import warn
 from sequnet_cli.tasks import task_for
 
 Progress = Callable[[str], None]
@@ -63,10 +64,11 @@ def run_bench(
     sweep: bool = True,
     sizes: BenchSizes | None = None,
     progress: Progress | None = None,
+    capture: bool = True,
 ) -> BenchResult:
     """Measure the preset's Seq-U-Net against `vs`. `sizes` replaces the full or quick sizes
-    (tests shrink them). Raises `ConfigError` for an unknown preset or variant and
-    `DeviceError` for a missing GPU."""
+    (tests shrink them). `capture`: on CUDA, also measure generation as CUDA graphs. Raises
+    `ConfigError` for an unknown preset or variant and `DeviceError` for a missing GPU."""
     plan = make_plan(preset, vs, device, batch_size, threads, quick, sizes)
     report = progress or (lambda _: None)
     if plan.device.type == "cuda":
@@ -74,7 +76,7 @@ def run_bench(
     training = compare_training(
         plan, plan.sequnet, plan.baseline, plan.batch_size, plan.targets, report
     )
-    generation = compare_generation(plan, report)
+    generation = compare_generation(plan, report, capture and plan.device.type == "cuda")
     points = sweep_points(plan, report) if sweep else []
     name = torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else "CPU"
     return BenchResult(
@@ -122,28 +124,58 @@ def compare_training(
     return TrainingComparison(batch, measurements[0], measurements[1])
 
 
-def compare_generation(plan: BenchPlan, progress: Progress) -> list[GenerationComparison]:
-    """Generation speed of each side at batch 1 and at the training batch."""
+def compare_generation(
+    plan: BenchPlan, progress: Progress, capture: bool = False
+) -> list[GenerationComparison]:
+    """Generation speed of each side at batch 1 and at the training batch; with `capture`,
+    also as CUDA graphs (left out, with one warning, if a capture fails)."""
     runs = []
     for batch in sorted({1, plan.batch_size}):
         threads = plan.threads["generation_batch_1" if batch == 1 else "generation_batch"]
-        measured = []
-        for config in (plan.sequnet, plan.baseline):
-            progress(f"generating with {config.model.name}, batch {batch}")
-            torch.manual_seed(0)
-            network = task_for(config).build_network().to(plan.device)
-            measured.append(
-                measure_generation(
-                    network,
-                    plan.task,
-                    batch,
-                    plan.device,
-                    min_seconds=plan.sizes.generation_seconds,
-                    threads=threads,
-                )
-            )
-        runs.append(GenerationComparison(batch, measured[0], measured[1]))
+        sides = (plan.sequnet, plan.baseline)
+        eager = [generation_speed(plan, side, batch, threads, progress) for side in sides]
+        captured = None
+        if capture:
+            graphs = [captured_speed(plan, side, batch, threads, progress) for side in sides]
+            if graphs[0] is not None and graphs[1] is not None:
+                captured = GenerationComparison(batch, graphs[0], graphs[1])
+        runs.append(GenerationComparison(batch, eager[0], eager[1], captured))
     return runs
+
+
+def generation_speed(
+    plan: BenchPlan,
+    config: RunConfig,
+    batch: int,
+    threads: int,
+    progress: Progress,
+    captured: bool = False,
+) -> GenerationMeasurement:
+    """The generation speed of one side (`captured`: as CUDA graphs)."""
+    graphs = " as CUDA graphs" if captured else ""
+    progress(f"generating with {config.model.name}, batch {batch}{graphs}")
+    torch.manual_seed(0)
+    network = task_for(config).build_network().to(plan.device)
+    return measure_generation(
+        network,
+        plan.task,
+        batch,
+        plan.device,
+        min_seconds=plan.sizes.generation_seconds,
+        threads=threads,
+        captured=captured,
+    )
+
+
+def captured_speed(
+    plan: BenchPlan, config: RunConfig, batch: int, threads: int, progress: Progress
+) -> GenerationMeasurement | None:
+    """`generation_speed` as CUDA graphs; None, with one warning, if the capture fails."""
+    try:
+        return generation_speed(plan, config, batch, threads, progress, captured=True)
+    except RuntimeError as error:  # CUDA reports a failed capture so
+        warn(f"could not capture {config.model.name}'s step as CUDA graphs ({error}); left out")
+        return None
 
 
 def sweep_points(plan: BenchPlan, progress: Progress) -> list[SweepPoint]:

@@ -96,6 +96,14 @@ def _main_table(result: BenchResult) -> Table:
             _ratio(run.speedup),
             _ratio(figure),
         )
+        if run.captured is not None:
+            table.add_row(
+                f"generation, CUDA graphs\nbatch {run.batch_size}",
+                _rate(run.captured.sequnet, result.unit, result.sample_rate),
+                _rate(run.captured.baseline, result.unit, result.sample_rate),
+                _ratio(run.captured.speedup),
+                _ratio(figure),
+            )
     return table
 
 
