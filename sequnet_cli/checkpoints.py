@@ -155,6 +155,10 @@ class Run:
         )
 
 
+class NoRunError(CheckpointError):
+    """No run matches a reference (a run name, folder or preset)."""
+
+
 def find_run(ref: str, model: str | None = None) -> Run:
     """A run by folder path, by run name, or the newest run of a preset (optionally one model)."""
     path = Path(ref).expanduser()
@@ -170,7 +174,7 @@ def find_run(ref: str, model: str | None = None) -> Run:
     ]
     if not matches:
         which = f"preset '{preset}'" + (f" with model '{model}'" if model else "")
-        raise CheckpointError(
+        raise NoRunError(
             f"no run named '{ref}' and no run of {which} in {runs_dir()}; "
             f"train one first with `sequnet train {preset}`"
         )
