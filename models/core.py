@@ -1,4 +1,4 @@
-"""Building blocks shared by every network: causal convolutions, tap buffers and streams.
+"""Building blocks shared by every network: causal convolutions, tap buffers, clocks, streams.
 
 A `CausalConv1d` stores its kernel in PyTorch's convolution layout, `(out, in, K)`, which
 `F.conv1d` takes as it is (no copy per training step). Its taps are
@@ -6,18 +6,24 @@ A `CausalConv1d` stores its kernel in PyTorch's convolution layout, `(out, in, K
     y[t] = b + sum_s W[:, :, s] @ x[t - (K - 1 - s) * d]        (x[t < 0] = 0, zero history)
 
 A stream computes the same sum as one matrix product of the flattened window of the last K
-inputs, `(B, K * in)`, with the weight rearranged once as a `(K * in, out)` matrix
-(`step_weights`): a stream is a snapshot of the weights taken when it is created.
+inputs, each with a constant 1 appended, `(B, K * (in + 1))`, with the weight and bias
+rearranged once as a `(K * (in + 1), out)` matrix (`step_matrix`): a stream is a snapshot of the
+weights taken when it is created.
 
-A `TapBuffer` keeps those windows for a stream: a fixed-size tensor per dilation phase, holding
-every input twice (at slot q and q + K) so the newest K inputs are always one contiguous slice.
-It is allocated once and written in place; no step allocates a cache or changes its shape.
+A `TapBuffer` keeps those windows for a stream: one tensor holding every input twice (K rows
+apart) so the newest K inputs of a dilation phase are always contiguous rows. Each layer of a
+step writes its output straight into the buffer of the layer that reads it. A `Clock` says
+where the newest input of a group of buffers goes: counted in Python (views, the least work on
+a CPU), or held on the device (fixed-index streams, whose steps a CUDA graph can replay, see
+`models.capture`). Buffers are allocated once and written in place; no step allocates a cache
+or changes its shape.
 
 Networks compute on `Signal`s, tensors that know the absolute time of their first column, so
 that the full pass (zero history), valid mode (`outputs=n`) and stream priming are one code path.
 A layer's maths (its activation, gate or residual sum) is one function for both paths: features
 have their channels at dim 1 in both, `(B, C, T)` in a pass and `(B, C)` in a step, and a step
-asks for the in-place form, which writes into the stream's own buffers.
+asks for the form that writes into the stream's own buffers. (The module is long because the
+streaming machinery the four networks share lives here, beside the layers it shares maths with.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ than real time, after (almost) all of it otherwise.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,24 +89,15 @@ def generate(
         trained.network, sampler, request.count, primer, capture, threads=request.threads
     )
     player = _live_player(task, request, steps, kept, paths[0])
-    collected: list[np.ndarray] = []
     started = time.monotonic()
     try:
-        with GenerationDisplay(steps, task.unit, task.sample_rate) as display:
-            for chunk in generation.chunks(steps):
-                collected.append(chunk)
-                display.advance(chunk.shape[1])
-                if player is not None:
-                    player.add(chunk[0], time.monotonic() - started)
-                    display.note("playing" if player.started else "")
-    except KeyboardInterrupt:
+        outputs = _consume(generation.chunks(steps), steps, task, player)
+    except _Interrupted as interrupted:
         if player is not None:
             player.stop()
-        raise SequnetError(
-            _keep_interrupted(task, collected, steps, kept, paths, request)
-        ) from None
+        chunks = interrupted.chunks
+        raise SequnetError(_keep_interrupted(task, chunks, steps, kept, paths, request)) from None
     elapsed = time.monotonic() - started
-    outputs = np.concatenate(collected, axis=1)
     write_outputs(task, outputs, kept, paths, request)
     total = steps * request.count
     console.print(
@@ -115,6 +107,34 @@ def generate(
     if request.play and (player is not None or not plays_live(task, request)):
         _play(task, outputs, kept, paths, player)
     return paths
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during generation, with the chunks drawn until then."""
+
+    def __init__(self, chunks: list[np.ndarray]) -> None:
+        super().__init__("interrupted")
+        self.chunks = chunks
+
+
+def _consume(
+    chunks: Iterator[np.ndarray], steps: int, task: Task, player: LivePlayback | None
+) -> np.ndarray:
+    """Hand each chunk `(count, n, ...)` to the display and the live player as it comes;
+    return them all, `(count, steps, ...)`."""
+    collected: list[np.ndarray] = []
+    started = time.monotonic()
+    try:
+        with GenerationDisplay(steps, task.unit, task.sample_rate) as display:
+            for chunk in chunks:
+                collected.append(chunk)
+                display.advance(chunk.shape[1])
+                if player is not None:
+                    player.add(chunk[0], time.monotonic() - started)
+                    display.note("playing" if player.started else "")
+    except KeyboardInterrupt:
+        raise _Interrupted(collected) from None
+    return np.concatenate(collected, axis=1)
 
 
 def _speed(elements: int, seconds: float, task: Task) -> str:

@@ -175,3 +175,16 @@ def test_captured_generation_draws_the_same_elements_exactly(kind: str) -> None:
     steps = CHUNK + 30
     expected = np.concatenate(list(plain.chunks(steps)), axis=1)
     assert np.array_equal(np.concatenate(list(captured.chunks(steps)), axis=1), expected)
+
+
+@pytest.mark.parametrize("coding", ["one-hot", "one-hot+amplitude"])
+def test_an_audio_draw_feeds_back_the_coding_of_the_drawn_class(coding: str) -> None:
+    task = AudioTask(resolve("piano", None, [f"data.audio_input={coding}"]))
+    network = ResidualSeqUNet(task.in_channels, task.out_channels, 4, 2, 1, 3).eval()
+    sampler = task.sampler(network, 5, 1.0, 0)
+    output, uniforms = torch.randn(5, task.out_channels), torch.rand(5, 1)
+    values, next_input = sampler.draw(output, uniforms)
+    expected = task.coding.encode(values.long().unsqueeze(1))[..., 0]  # (5, in_channels)
+    assert torch.equal(next_input, expected)
+    silence = task.coding.encode(torch.full((5, 1), 128))[..., 0]
+    assert torch.equal(sampler.first_input(), silence)

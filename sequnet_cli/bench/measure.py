@@ -251,7 +251,7 @@ def measure_generation(
         step = _feeding_program(stream, inputs).run
     else:
         step = _feeding_steps(stream, inputs)
-    with cpu_threads(threads):
+    with cpu_threads(threads), torch.inference_mode():  # entered once, as generation does
         for _ in range(chunk):
             step()
         synchronize(device)

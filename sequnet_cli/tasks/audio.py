@@ -217,7 +217,8 @@ class AudioStability:
 class AudioSampler:
     """Draws one of the 256 classes per sequence from the softmax of the log-probabilities
     over the temperature, by inverting the CDF at one uniform number (much cheaper than
-    `torch.multinomial`)."""
+    `torch.multinomial`); the next input is the drawn class's row of a table of the coding's
+    inputs, one operation."""
 
     value_shape: tuple[int, ...] = ()
     value_dtype = torch.uint8
@@ -230,11 +231,13 @@ class AudioSampler:
         self.coding, self.count, self.temperature = coding, count, temperature
         self.context = network.receptive_field  # primer samples that can still matter
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        classes = torch.arange(CLASSES, device=self.device).unsqueeze(0)  # (1, 256)
+        self.inputs = coding.encode(classes)[0].t().contiguous()  # (256, in_channels)
         self.step_input = torch.zeros(count, coding.in_channels, device=self.device)  # reused
 
     def first_input(self) -> Tensor:
-        silence = torch.full((self.count, 1), SILENCE_CODE, device=self.device)
-        return self.coding.encode_step(silence, self.step_input)
+        silence = torch.full((self.count,), SILENCE_CODE, device=self.device)
+        return torch.index_select(self.inputs, 0, silence, out=self.step_input)
 
     def encode(self, primer: np.ndarray) -> Tensor:
         codes = torch.from_numpy(np.asarray(primer[-self.context :], dtype=np.int64))
@@ -247,8 +250,9 @@ class AudioSampler:
         log_probs = self.coding.log_probs(output)  # (B, 256)
         cumulative = torch.softmax(log_probs / self.temperature, dim=-1).cumsum_(dim=-1)
         drawn = uniforms * cumulative[:, -1:]  # (B, 1)
-        codes = torch.searchsorted(cumulative, drawn).clamp_(max=CLASSES - 1)  # (B, 1)
-        return codes[:, 0].to(torch.uint8), self.coding.encode_step(codes, self.step_input)
+        codes = torch.searchsorted(cumulative, drawn).clamp_(max=CLASSES - 1)[:, 0]  # (B,)
+        next_input = torch.index_select(self.inputs, 0, codes, out=self.step_input)
+        return codes.to(torch.uint8), next_input
 
 
 class AudioData:
