@@ -216,6 +216,19 @@ def test_captured_generation_is_measured_over_whole_cycles_too() -> None:
     assert measured.to_json()["captured"] is True
 
 
+@pytest.mark.gpu
+def test_captured_generation_is_measured_on_cuda() -> None:
+    network = ResidualSeqUNet(256, 256, 8, levels=5, depth=2).cuda()
+    task = task_for(resolve("piano", None, []))
+    cuda = torch.device("cuda")
+    eager = bench.measure_generation(network, task, 1, cuda, min_seconds=0.2, threads=1)
+    graphs = bench.measure_generation(
+        network, task, 1, cuda, min_seconds=0.2, threads=1, captured=True
+    )
+    assert graphs.captured and not eager.captured
+    assert graphs.samples_per_second > 0 and graphs.steps % graphs.cycle == 0
+
+
 @pytest.mark.parametrize("preset", ["piano", "jsb"])
 def test_sweep_baseline_matches_the_receptive_field(preset: str) -> None:
     ours, theirs = (

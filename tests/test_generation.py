@@ -158,7 +158,8 @@ def test_captured_generation_matches_eager_generation_on_cuda(kind: str) -> None
         generation = Autoregression(network, sampler, 4, capture=capture)
         assert generation.captured is capture
         results.append(np.concatenate(list(generation.chunks(CHUNK + 100)), axis=1))
-    agreement = (results[0] == results[1]).mean()
+    # A flipped draw makes the rest of its sequence differ: compare where one is unlikely yet.
+    agreement = (results[0][:, :256] == results[1][:, :256]).mean()
     assert agreement > 0.99
 
 
