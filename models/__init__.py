@@ -4,11 +4,13 @@
 honour one contract: `net(x)` maps `(B, in_channels, T)` to `(B, out_channels, T)` causally
 with zero history, `net(x, outputs=n)` computes only the last n outputs, `net.receptive_field`
 is exact, and `net.stream(batch_size)` steps (or primes) sample by sample, equal to the full
-pass. The library is pure PyTorch: no files, no terminal.
+pass; `StepProgram` runs a stream's step, and the caller's sampling, as CUDA graphs. The library
+is pure PyTorch: no files, no terminal.
 """
 
 from __future__ import annotations
 
+from models.capture import StepProgram
 from models.configs import (
     CONFIGS,
     ConfigValueError,
@@ -57,6 +59,7 @@ __all__ = [
     "ResidualSeqUNetConfig",
     "SeqUNet",
     "SeqUNetConfig",
+    "StepProgram",
     "Stream",
     "StreamError",
     "TCNConfig",

@@ -16,6 +16,8 @@ every 2**i steps.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,6 +26,7 @@ from models.configs import ResidualSeqUNetConfig
 from models.core import (
     CausalConv1d,
     CausalNetwork,
+    Clock,
     Layers,
     Signal,
     StepConv,
@@ -32,6 +35,7 @@ from models.core import (
     TapBuffer,
     UpConv1d,
     gated_residual,
+    step_weights,
 )
 from models.sequnet import receptive_field_of
 
@@ -178,8 +182,11 @@ class ResidualSeqUNet(CausalNetwork):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fixed_index: bool = False,
     ) -> ResidualSeqUNetStream:
-        return ResidualSeqUNetStream(self, batch_size, **self._parameter_like(device, dtype))
+        return ResidualSeqUNetStream(
+            self, batch_size, **self._parameter_like(device, dtype), fixed_index=fixed_index
+        )
 
 
 def _keep(record: Record | None, name: str, data: Tensor) -> None:
@@ -195,7 +202,12 @@ def _concat(a: Signal, b: Signal) -> Signal:
 
 
 class ResidualSeqUNetStream(Stream):
-    """Time-variant streaming for `ResidualSeqUNet`: level i runs every 2**i steps."""
+    """Time-variant streaming for `ResidualSeqUNet`: level i runs every 2**i steps.
+
+    Each layer writes its output straight into the tap buffer of the layer that reads it next
+    (`TapBuffer.slot`): a step copies nothing but the shortcut and the up-sampled features into
+    the merge layers' windows. Each level's buffers share one `Clock`.
+    """
 
     def __init__(
         self,
@@ -203,73 +215,104 @@ class ResidualSeqUNetStream(Stream):
         batch_size: int,
         device: torch.device | str,
         dtype: torch.dtype,
+        fixed_index: bool = False,
     ) -> None:
-        super().__init__(network, batch_size)
+        super().__init__(network, batch_size, fixed_index)
         self.net = network
-        c, k = network.config.channels, network.config.kernel_size
+        c, k, blocks = network.config.channels, network.config.kernel_size, network.blocks
+        taps = (k + 1) // 2  # coarse inputs of the up-sampling's even phase
+        self.clocks = [
+            Clock([(k, 1), (taps, 1)], fixed=fixed_index, device=device) for _ in range(blocks + 1)
+        ]
         self.buffers: dict[str, TapBuffer] = {}  # by the names `ResidualSeqUNet._run` records
 
-        def bind(
-            conv: CausalConv1d, name: str, width: int = c, parts: tuple[int, ...] | None = None
-        ) -> StepConv:
+        def buffer(
+            name: str,
+            level: int,
+            width: int = c,
+            taps: int = k,
+            parts: tuple[int, ...] | None = None,
+            tail: int | None = None,
+        ) -> TapBuffer:
+            clock = self.clocks[level]
             self.buffers[name] = TapBuffer(
-                batch_size, width, conv.kernel_size, device=device, dtype=dtype, parts=parts
+                clock, batch_size, width, taps, dtype=dtype, parts=parts, tail=tail
             )
-            return StepConv(conv, self.buffers[name])
+            return self.buffers[name]
 
-        def chain(layers: Layers[CausalConv1d], name: str, merge: bool = False) -> list[StepConv]:
+        def chain(layers: Layers[CausalConv1d], name: str, level: int) -> list[StepConv]:
+            merge = name.startswith("merge")  # each sees [x, up-sampled]
             width, parts = (2 * c, (c, c)) if merge else (c, None)
-            return [bind(layer, f"{name}.{j}", width, parts) for j, layer in enumerate(layers)]
+            return [
+                StepConv(layer, buffer(f"{name}.{j}", level, width, parts=parts))
+                for j, layer in enumerate(layers)
+            ]
 
-        self.input = bind(network.input_conv, "input", network.in_channels)
-        self.down_chains = [
-            chain(network.down_layers[i], f"down{i}") for i in range(network.blocks)
+        self.input = StepConv(network.input_conv, buffer("input", 0, network.in_channels))
+        self.down_chains = [chain(network.down_layers[i], f"down{i}", i) for i in range(blocks)]
+        self.down = [
+            StepConv(network.down_convs[i], buffer(f"decimate{i}", i)) for i in range(blocks)
         ]
-        self.down = [bind(network.down_convs[i], f"decimate{i}") for i in range(network.blocks)]
-        self.bottleneck = chain(network.bottleneck, "bottleneck")
-        self.up = []
-        for i in range(network.blocks):
-            self.buffers[f"coarse{i}"] = TapBuffer(
-                batch_size, c, (k + 1) // 2, device=device, dtype=dtype
-            )
-            self.up.append(StepUpConv(network.up_convs[i], self.buffers[f"coarse{i}"]))
-        self.merge_chains = [
-            chain(network.merge_layers[i], f"merge{i}", merge=True) for i in range(network.blocks)
+        self.bottleneck = chain(network.bottleneck, "bottleneck", blocks)
+        self.up = [
+            StepUpConv(network.up_convs[i], buffer(f"coarse{i}", i + 1, taps=taps, tail=k // 2))
+            for i in range(blocks)
         ]
-        self.output = StepConv(
-            network.output_conv, TapBuffer(batch_size, c, 1, device=device, dtype=dtype)
-        )
-        self.channels = c
+        self.merge_chains = [chain(network.merge_layers[i], f"merge{i}", i) for i in range(blocks)]
+        # Each level's first buffer, which its input is written into.
+        self.firsts = [chain[0].buffer for chain in [*self.down_chains, self.bottleneck]]
+        self.output = step_weights(network.output_conv, device, dtype)  # 1x1: (C, out), (out,)
+        self.final = torch.zeros(batch_size, 2, c, device=device, dtype=dtype)  # level 0's output
+        self._final = self.final[:, 0]
 
     def _buffers(self) -> list[TapBuffer]:
-        return [*self.buffers.values(), self.output.buffer]
+        return list(self.buffers.values())
 
-    def _step(self, x: Tensor) -> Tensor:
-        y = self._level(0, self.input(x), self.time)  # (B, C)
-        return self.output(F.relu(y))
+    def _clocks(self) -> list[Clock]:
+        return self.clocks
 
-    def _level(self, i: int, h: Tensor, time: int) -> Tensor:
-        """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
+    def _step(self, x: Tensor, time: int) -> Tensor:
+        self.clocks[0].tick()
+        self.input.buffer.write(x)
+        first, second = self.firsts[0].rows()
+        self.input(out=first)  # (B, C)
+        second.copy_(first)
+        self._level(0, time, self.final)
+        weight, bias = self.output
+        return torch.addmm(bias, F.relu(self._final, inplace=True), weight)  # (B, out)
+
+    def _level(self, i: int, time: int, into: Tensor) -> None:
+        """Run level i at its own time `time`, its input already in its first buffer; write its
+        output into `into: (B, 2, C)` (the slot of the layer that reads it)."""
         if i == self.net.blocks:
-            for conv in self.bottleneck:
-                h = conv.gated(h, h)
-            return h
-        for conv in self.down_chains[i]:
-            h = conv.gated(h, h)
+            _chain(self.bottleneck, into)
+            return
+        merge, decimate, up = self.merge_chains[i], self.down[i], self.up[i]
+        _chain(self.down_chains[i], decimate.buffer.slot())  # the shortcut enters the
+        merge[0].buffer.slot(0).copy_(decimate.buffer.latest())  # down-sampling and merge windows
         if time % 2 == 0:  # kept by the decimation: the coarser levels run
-            coarse = self._level(i + 1, self.down[i].gated(h, h), time // 2)
-            u = self.up[i].gated(coarse, coarse)
+            self.clocks[i + 1].tick()
+            decimate.gated(self.firsts[i + 1].slot())
+            self._level(i + 1, time // 2, up.buffer.slot())
+            up.gated(merge[0].buffer.slot(1), even=True)
         else:  # the shortcut only enters the down-sampling window
-            self.down[i].buffer.push(h)
-            latest = self.up[i].buffer.window()[:, -self.channels :]  # c[time // 2], repeated
-            u = self.up[i].gated(latest, None)
-        for conv in self.merge_chains[i]:
-            h = conv.gated(h, h, u)
-        return h
+            decimate.buffer.store()
+            up.gated(merge[0].buffer.slot(1), even=False)  # c[time // 2] again, the odd taps
+        for conv in merge[1:]:
+            conv.buffer.slot(1).copy_(merge[0].buffer.latest(1))  # every merge layer sees u
+        _chain(merge, into)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: Record = {}
-        out = self.net._run(x.to(self.output.buffer.data), 0, record)
+        out = self.net._run(x.to(self.final), 0, record)
         for name, buffer in self.buffers.items():
             buffer.fill(record[name])
         return out
+
+
+def _chain(convs: list[StepConv], into: Tensor) -> None:
+    """Stride-1 gated residual layers in a row, each writing into the next one's slot and the
+    last into `into`."""
+    for conv, following in itertools.pairwise(convs):
+        conv.gated(following.buffer.slot())
+    convs[-1].gated(into)

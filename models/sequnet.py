@@ -28,6 +28,7 @@ from models.configs import SeqUNetConfig
 from models.core import (
     CausalConv1d,
     CausalNetwork,
+    Clock,
     Layers,
     Signal,
     StepConv,
@@ -35,6 +36,7 @@ from models.core import (
     Stream,
     TapBuffer,
     UpConv1d,
+    step_weights,
 )
 
 
@@ -161,8 +163,11 @@ class SeqUNet(CausalNetwork):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fixed_index: bool = False,
     ) -> SeqUNetStream:
-        return SeqUNetStream(self, batch_size, **self._parameter_like(device, dtype))
+        return SeqUNetStream(
+            self, batch_size, **self._parameter_like(device, dtype), fixed_index=fixed_index
+        )
 
 
 def _note(record: dict[str, list[Signal]] | None, key: str, signal: Signal) -> None:
@@ -183,36 +188,62 @@ def receptive_field_of(plan: Callable[..., dict[str, list[int]]], blocks: int) -
 
 
 class SeqUNetStream(Stream):
-    """Time-variant streaming for `SeqUNet`: level i runs every 2**i steps (paper §3.1)."""
+    """Time-variant streaming for `SeqUNet`: level i runs every 2**i steps (paper §3.1).
+
+    Each convolution writes its activated output straight into the tap buffer that reads it
+    next (`TapBuffer.rows`); each level's buffers share one `Clock`.
+    """
 
     def __init__(
-        self, network: SeqUNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+        self,
+        network: SeqUNet,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        fixed_index: bool = False,
     ) -> None:
-        super().__init__(network, batch_size)
+        super().__init__(network, batch_size, fixed_index)
         self.net = network
         k, blocks = network.config.kernel_size, network.blocks
+        taps = (k + 1) // 2  # coarse inputs of the up-sampling's even phase
         widths = [network.in_channels, *network.config.channels]
+        self.clocks = [
+            Clock([(k, 1), (taps, 1)], fixed=fixed_index, device=device) for _ in range(blocks + 1)
+        ]
 
-        def buffer(width: int, taps: int = k, parts: tuple[int, ...] | None = None) -> TapBuffer:
-            return TapBuffer(batch_size, width, taps, device=device, dtype=dtype, parts=parts)
+        def buffer(
+            level: int,
+            width: int,
+            taps: int = k,
+            parts: tuple[int, ...] | None = None,
+            tail: int | None = None,
+        ) -> TapBuffer:
+            clock = self.clocks[level]
+            return TapBuffer(clock, batch_size, width, taps, dtype=dtype, parts=parts, tail=tail)
 
         self.shortcut = [
-            StepConv(network.shortcut_convs[i], buffer(widths[i])) for i in range(blocks)
+            StepConv(network.shortcut_convs[i], buffer(i, widths[i])) for i in range(blocks)
         ]
-        self.down = [StepConv(network.down_convs[i], buffer(widths[i + 1])) for i in range(blocks)]
-        self.bottleneck = StepConv(network.bottleneck, buffer(widths[-2]))
+        self.down = [
+            StepConv(network.down_convs[i], buffer(i, widths[i + 1])) for i in range(blocks)
+        ]
+        self.bottleneck = StepConv(network.bottleneck, buffer(blocks, widths[-2]))
         self.up = [
-            StepUpConv(network.up_convs[i], buffer(widths[i + 2], (k + 1) // 2))
+            StepUpConv(network.up_convs[i], buffer(i + 1, widths[i + 2], taps, tail=k // 2))
             for i in range(blocks)
         ]
         self.merge = [
             StepConv(
                 network.merge_convs[i],
-                buffer(widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])),
+                buffer(i, widths[i + 2] + widths[i + 1], parts=(widths[i + 2], widths[i + 1])),
             )
             for i in range(blocks)
         ]
-        self.output = StepConv(network.output_conv, buffer(widths[1], 1))
+        # Each level's first buffer, which its input is written into.
+        self.firsts = [conv.buffer for conv in [*self.shortcut, self.bottleneck]]
+        self.output = step_weights(network.output_conv, device, dtype)  # 1x1: (C, out), (out,)
+        final = torch.zeros(batch_size, 2, widths[1], device=device, dtype=dtype)
+        self.final = (final[:, 0], final[:, 1])  # level 0's output
 
     def _buffers(self) -> list[TapBuffer]:
         convs: list[StepConv | StepUpConv] = [
@@ -222,28 +253,44 @@ class SeqUNetStream(Stream):
             *self.up,
             *self.merge,
         ]
-        return [conv.buffer for conv in [*convs, self.output]]
+        return [conv.buffer for conv in convs]
 
-    def _step(self, x: Tensor) -> Tensor:
-        return self.output(self._level(0, x, self.time))
+    def _clocks(self) -> list[Clock]:
+        return self.clocks
 
-    def _level(self, i: int, h: Tensor, time: int) -> Tensor:
-        """Run level i at its own time `time`; `h: (B, C)` its input; returns its output."""
-        # Each step convolution returns a fresh tensor, so activating it in place is safe.
+    def _step(self, x: Tensor, time: int) -> Tensor:
+        self.clocks[0].tick()
+        self.firsts[0].write(x)
+        self._level(0, time, self.final)
+        weight, bias = self.output
+        return torch.addmm(bias, self.final[0], weight)  # (B, out)
+
+    def _level(self, i: int, time: int, into: tuple[Tensor, Tensor]) -> None:
+        """Run level i at its own time `time`, its input already in its first buffer; write its
+        output into `into`, the two copies `(B, C_i)` of the slot of the layer that reads it."""
         if i == self.net.blocks:
-            return activation(self.bottleneck(h), in_place=True)
-        s = activation(self.shortcut[i](h), in_place=True)  # (B, C_i)
+            _activated(self.bottleneck(out=into[0]), into)
+            return
+        down, up, merge = self.down[i], self.up[i], self.merge[i]
+        shortcut = down.buffer.rows()
+        _activated(self.shortcut[i](out=shortcut[0]), shortcut)  # s
+        merge.buffer.slot(1).copy_(down.buffer.latest())  # s enters the merge window too
         if time % 2 == 0:  # kept by the stride-2 convolution: the coarser levels run
-            coarse = activation(self.down[i](s), in_place=True)  # (B, C_i)
-            u = self.up[i].even_step(self._level(i + 1, coarse, time // 2))
+            self.clocks[i + 1].tick()
+            following = self.firsts[i + 1].rows()
+            _activated(down(out=following[0]), following)
+            self._level(i + 1, time // 2, up.buffer.rows())
+            even = True
         else:  # s only enters the down-sampling window
-            self.down[i].buffer.push(s)
-            u = self.up[i].odd_step()
-        return activation(self.merge[i](activation(u, in_place=True), s), in_place=True)
+            down.buffer.store()
+            even = False
+        upsampled = merge.buffer.rows(0)
+        _activated(up(even, out=upsampled[0]), upsampled)
+        _activated(merge(out=into[0]), into)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: dict[str, list[Signal]] = {}
-        out = self.net._run(x.to(self.bottleneck.buffer.data), 0, record)
+        out = self.net._run(x.to(self.final[0]), 0, record)
         inputs = [Signal(x, 0), *record.get("h", [])]
         blocks = self.net.blocks
         for i in range(blocks):
@@ -257,3 +304,10 @@ class SeqUNetStream(Stream):
             self.up[i].buffer.fill(coarse.data)
             self.merge[i].buffer.fill(merged.data)
         return out.data
+
+
+def _activated(output: Tensor, copies: tuple[Tensor, Tensor]) -> None:
+    """Activate a convolution's `output`, just written into the first of `copies`, in place,
+    and copy it into the second."""
+    activation(output, in_place=True)
+    copies[1].copy_(copies[0])

@@ -25,6 +25,7 @@ from models.configs import TCNConfig
 from models.core import (
     CausalConv1d,
     CausalNetwork,
+    Clock,
     Signal,
     StepConv,
     Stream,
@@ -39,10 +40,12 @@ def activation(x: Tensor, in_place: bool = False) -> Tensor:
     return F.relu(x, inplace=in_place)
 
 
-def block_output(out: Tensor, residual: Tensor, in_place: bool = False) -> Tensor:
-    """A block's output `relu(out + residual)`, `(B, C, T)` or `(B, C)`; `in_place` reuses
-    `out`'s memory."""
-    return activation(out.add_(residual) if in_place else out + residual, in_place)
+def block_output(out: Tensor, residual: Tensor, into: Tensor | None = None) -> Tensor:
+    """A block's output `relu(out + residual)`, `(B, C, T)` or `(B, C)`; a step writes it
+    `into` the next block's tap buffer."""
+    if into is None:
+        return activation(out + residual)
+    return activation(torch.add(out, residual, out=into), in_place=True)
 
 
 class TemporalBlock(nn.Module):
@@ -156,32 +159,45 @@ class TCN(CausalNetwork):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fixed_index: bool = False,
     ) -> TCNStream:
         """A stream from zero history; it snapshots the weight-normalised weights (see module)."""
-        return TCNStream(self, batch_size, **self._parameter_like(device, dtype))
+        return TCNStream(
+            self, batch_size, **self._parameter_like(device, dtype), fixed_index=fixed_index
+        )
 
 
 class TCNStream(Stream):
     """Streaming for `TCN`: one tap buffer per dilated convolution, every layer every step.
 
     The weight-normalised weights `g * v / |v|` are computed once, when the stream is created
-    (`step_weights` reads `conv.weight`, which the parametrisation computes on access): a stream
+    (`step_matrix` reads `conv.weight`, which the parametrisation computes on access): a stream
     made before further training keeps the old weights, so create a new one after training.
+    Each block writes its hidden features and its output straight into the buffer that reads
+    them next; all buffers share one `Clock`.
     """
 
     def __init__(
-        self, network: TCN, batch_size: int, device: torch.device | str, dtype: torch.dtype
+        self,
+        network: TCN,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        fixed_index: bool = False,
     ) -> None:
-        super().__init__(network, batch_size)
+        super().__init__(network, batch_size, fixed_index)
         self.net = network
+        convs = [conv for block in network.blocks for conv in (block.conv1, block.conv2)]
+        layouts = [(conv.kernel_size, conv.dilation) for conv in convs]
+        self.clock = Clock(layouts, fixed=fixed_index, device=device)
 
         def bind(conv: CausalConv1d) -> StepConv:
             buffer = TapBuffer(
+                self.clock,
                 batch_size,
                 conv.in_channels,
                 conv.kernel_size,
                 conv.dilation,
-                device=device,
                 dtype=dtype,
             )
             return StepConv(conv, buffer)
@@ -194,27 +210,39 @@ class TCNStream(Stream):
             for block in network.blocks
         ]
         self.output = step_weights(network.output_conv, device, dtype)
+        self.last = torch.zeros(batch_size, network.config.channels[-1], device=device, dtype=dtype)
 
     def _buffers(self) -> list[TapBuffer]:
         return [conv.buffer for pair in self.convs for conv in pair]
 
-    def _step(self, x: Tensor) -> Tensor:
-        # Each step convolution returns a fresh tensor, so activating it in place is safe.
-        for (conv1, conv2), downsample in zip(self.convs, self.downsample):
-            hidden = activation(conv1(x), in_place=True)  # (B, C_i)
-            out = activation(conv2(hidden), in_place=True)  # (B, C_i)
-            if downsample is None:
-                residual = x
-            else:
+    def _clocks(self) -> list[Clock]:
+        return [self.clock]
+
+    def _step(self, x: Tensor, time: int) -> Tensor:
+        self.clock.tick()
+        self.convs[0][0].buffer.write(x)
+        blocks = len(self.convs)
+        for index, ((conv1, conv2), downsample) in enumerate(zip(self.convs, self.downsample)):
+            hidden = conv2.buffer.rows()
+            activation(conv1(out=hidden[0]), in_place=True)  # (B, C_i)
+            hidden[1].copy_(hidden[0])
+            out = activation(conv2(), in_place=True)  # (B, C_i), a new tensor
+            residual = conv1.buffer.rows()[0]  # the block's input
+            if downsample is not None:
                 weight, bias = downsample
-                residual = torch.addmm(bias, x, weight)  # (B, C_i)
-            x = block_output(out, residual, in_place=True)  # (B, C_i)
+                residual = torch.addmm(bias, residual, weight)  # (B, C_i)
+            if index + 1 < blocks:
+                following = self.convs[index + 1][0].buffer.rows()
+                block_output(out, residual, into=following[0])
+                following[1].copy_(following[0])
+            else:
+                block_output(out, residual, into=self.last)
         weight, bias = self.output
-        return torch.addmm(bias, x, weight)  # (B, out)
+        return torch.addmm(bias, self.last, weight)  # (B, out)
 
     def _prime(self, x: Tensor) -> Tensor:
         record: list[Signal] = []
-        out = self.net._run(x.to(self.convs[0][0].buffer.data), 0, record)
+        out = self.net._run(x.to(self.last), 0, record)
         for buffer, inputs in zip(self._buffers(), record, strict=True):
             buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
         return out.data

@@ -23,6 +23,7 @@ from models.configs import WaveNetConfig
 from models.core import (
     CausalConv1d,
     CausalNetwork,
+    Clock,
     Gates,
     Signal,
     StepConv,
@@ -163,32 +164,43 @@ class WaveNet(CausalNetwork):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fixed_index: bool = False,
     ) -> WaveNetStream:
-        return WaveNetStream(self, batch_size, **self._parameter_like(device, dtype))
+        return WaveNetStream(
+            self, batch_size, **self._parameter_like(device, dtype), fixed_index=fixed_index
+        )
 
 
 class WaveNetStream(Stream):
     """Streaming for `WaveNet`: one tap buffer per layer, every layer every step.
 
-    `state: (B, R + S)` holds the residual stream and the skip sum side by side, so one in-place
+    `sums: (B, R + S)` holds the residual stream and the skip sum side by side, so one in-place
     `addmm_` per layer adds both the residual and the skip contribution; `gates: (B, 2 * D)` holds
     the current layer's filter and gate. A step allocates nothing but its output.
     """
 
     def __init__(
-        self, network: WaveNet, batch_size: int, device: torch.device | str, dtype: torch.dtype
+        self,
+        network: WaveNet,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        fixed_index: bool = False,
     ) -> None:
-        super().__init__(network, batch_size)
+        super().__init__(network, batch_size, fixed_index)
         self.net = network
         c = network.config
+        convs = [layer.gated_conv for layer in network.layers]
+        layouts = [(conv.kernel_size, conv.dilation) for conv in convs]
+        self.clock = Clock(layouts, fixed=fixed_index, device=device)
 
         def bind(conv: CausalConv1d) -> StepConv:
             buffer = TapBuffer(
+                self.clock,
                 batch_size,
                 conv.in_channels,
                 conv.kernel_size,
                 conv.dilation,
-                device=device,
                 dtype=dtype,
             )
             return StepConv(conv, buffer)
@@ -196,10 +208,10 @@ class WaveNetStream(Stream):
         self.gated = [bind(layer.gated_conv) for layer in network.layers]
         # The 1x1 convolutions need no tap buffer: `(in, out)` matrices and biases.
         self.mix = [step_weights(layer.mix_conv, device, dtype) for layer in network.layers]
-        self.state = torch.zeros(
+        self.sums = torch.zeros(
             batch_size, c.residual_channels + c.skip_channels, device=device, dtype=dtype
         )
-        self.residual, self.skip = self.state.split((c.residual_channels, c.skip_channels), dim=1)
+        self.residual, self.skip = self.sums.split((c.residual_channels, c.skip_channels), dim=1)
         self.gates = torch.zeros(batch_size, 2 * c.dilation_channels, device=device, dtype=dtype)
         self.halves = gate_halves(self.gates)  # (B, D) views, made once
         self.input = step_weights(network.input_conv, device, dtype)
@@ -209,15 +221,19 @@ class WaveNetStream(Stream):
     def _buffers(self) -> list[TapBuffer]:
         return [conv.buffer for conv in self.gated]
 
-    def _step(self, x: Tensor) -> Tensor:
+    def _clocks(self) -> list[Clock]:
+        return [self.clock]
+
+    def _step(self, x: Tensor, time: int) -> Tensor:
+        self.clock.tick()
         weight, bias = self.input
         torch.addmm(bias, x, weight, out=self.residual)  # (B, R)
         self.skip.zero_()
         for conv, (mix_weight, mix_bias) in zip(self.gated, self.mix):
-            window = conv.buffer.push(self.residual)  # (B, K * R)
-            torch.addmm(conv.bias, window, conv.weight, out=self.gates)  # (B, 2 * D)
+            conv.buffer.write(self.residual)
+            conv(out=self.gates)  # (B, 2 * D)
             z = gated_activation(self.halves, in_place=True)  # (B, D)
-            self.state.addmm_(z, mix_weight).add_(mix_bias)  # residual += res, skip sum += skip
+            self.sums.addmm_(z, mix_weight).add_(mix_bias)  # residual += res, skip sum += skip
         weight, bias = self.skip_weights
         hidden = torch.addmm(bias, self.skip.relu_(), weight).relu_()  # (B, S)
         weight, bias = self.output
@@ -225,7 +241,7 @@ class WaveNetStream(Stream):
 
     def _prime(self, x: Tensor) -> Tensor:
         record: list[Signal] = []
-        out = self.net._run(x.to(self.state), 0, record)
+        out = self.net._run(x.to(self.sums), 0, record)
         for buffer, inputs in zip(self._buffers(), record, strict=True):
             buffer.fill(inputs.data)  # every input starts at time 0 in a full pass
         return out

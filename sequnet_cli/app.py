@@ -235,12 +235,14 @@ def tune(
 
 @app.command("runs")
 def list_runs_command() -> None:
-    """List training runs and their checkpoints, newest first."""
+    """List training runs and their checkpoints, newest first, and the shipped demo models."""
     from sequnet_cli import checkpoints
     from sequnet_cli.console import print_runs
+    from sequnet_cli.demos import list_demos
     from sequnet_cli.paths import runs_dir
 
-    print_runs(checkpoints.list_runs(), runs_dir())
+    demos = [demo.summary() for demo in list_demos()]
+    print_runs(checkpoints.list_runs(), runs_dir(), demos)
 
 
 @app.command()
@@ -256,6 +258,13 @@ RunArgument = Annotated[
     str,
     typer.Argument(
         help="A preset (its newest run), a run name or folder, or a .pt checkpoint file."
+    ),
+]
+NoCaptureOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-capture",
+        help="CUDA: run generation step by step instead of as captured CUDA graphs.",
     ),
 ]
 WhichOption = Annotated[
@@ -276,21 +285,78 @@ def evaluate(
     device: DeviceOption = None,
     data: DataOption = None,
     data_dir: DataDirOption = None,
+    generation: Annotated[
+        bool,
+        typer.Option(
+            "--generation",
+            help="Instead: generate clips and compare them with the test data over time "
+            "(stability of long generations, paper §5.2).",
+        ),
+    ] = False,
+    seconds: Annotated[float, typer.Option(help="--generation: length of each clip.")] = 10.0,
+    count: Annotated[int, typer.Option("-n", "--count", help="--generation: clips.")] = 4,
+    temperature: Annotated[
+        float, typer.Option(help="--generation: divide the logits by this.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="--generation: random seed.")] = 0,
+    no_capture: NoCaptureOption = False,
 ) -> None:
-    """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample."""
-    from sequnet_cli.console import print_scores
+    """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample; or, with
+    --generation, how generated clips drift from the data over time."""
     from sequnet_cli.devices import resolve_device
-    from sequnet_cli.evaluation import SPLITS, evaluate_model
     from sequnet_cli.trained_model import load_model
+
+    target = resolve_device(device)
+    if generation:
+        from sequnet_cli.console import print_stability
+        from sequnet_cli.stability import StabilityRequest, stability_report
+
+        request = StabilityRequest(seconds, count, temperature, seed, capture=not no_capture)
+        request.check()
+        trained = load_model(ref, model, checkpoint, target)
+        print_stability(stability_report(trained, request, target, data, data_dir), json_output)
+        return
+    from sequnet_cli.console import print_scores
+    from sequnet_cli.evaluation import SPLITS, evaluate_model
 
     splits = list(split or SPLITS)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ConfigError(f"unknown split '{unknown[0]}'; use {', '.join(SPLITS)}")
-    target = resolve_device(device)
     trained = load_model(ref, model, checkpoint, target)
     scores = evaluate_model(trained, splits, target, data, data_dir)
     print_scores(trained.header(), trained.task.metric_title, scores, json_output)
+
+
+@app.command("export-demo", hidden=True)
+def export_demo_command(
+    ref: RunArgument,
+    command: Annotated[
+        str, typer.Option(help="The command that trained the run, recorded with the demo.")
+    ],
+    data_name: Annotated[
+        str, typer.Option(help="A short name of the data it was trained on, recorded with it.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write <preset>.pt into (default: the package's demos)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Store a run's best checkpoint as the shipped demo of its preset (scripts/make_demos.sh)."""
+    import torch
+
+    from sequnet_cli.checkpoints import find_run
+    from sequnet_cli.demos import export_demo
+    from sequnet_cli.evaluation import evaluate_model
+    from sequnet_cli.trained_model import load_model
+
+    cpu = torch.device("cpu")
+    trained = load_model(str(find_run(ref).path), None, "best", cpu)  # a run, never a demo
+    scores = evaluate_model(trained, ["valid", "test"], cpu, None, data_dir)
+    metric = trained.task.metric_title
+    path = export_demo(trained.source, command, data_name, scores, metric, out)
+    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB; {scores})")
 
 
 @app.command()
@@ -328,9 +394,18 @@ def sample(
         int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")
     ] = 0,
     play: Annotated[
-        bool, typer.Option("--play", help="Audio: play the result (the file is written first).")
+        bool,
+        typer.Option(
+            "--play",
+            help="Audio: play the result, while it is generated when that keeps ahead of "
+            "playback (one output), else after the file is written.",
+        ),
     ] = False,
     device: DeviceOption = None,
+    no_capture: NoCaptureOption = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="CPU threads for generation (one is the fastest for few -n).")
+    ] = 1,
 ) -> None:
     """Generate music with a trained model through its stream; writes MIDI or WAV."""
     from sequnet_cli.devices import resolve_device
@@ -348,6 +423,8 @@ def sample(
         tempo=tempo,
         program=program,
         play=play,
+        capture=not no_capture,
+        threads=threads,
     )
     target = resolve_device(device)
     generate(ref, model, checkpoint, request, target)
@@ -390,6 +467,10 @@ def bench(
     sweep: Annotated[
         bool, typer.Option("--sweep/--no-sweep", help="Also measure cost against depth.")
     ] = True,
+    no_capture: Annotated[
+        bool,
+        typer.Option("--no-capture", help="CUDA: measure generation without CUDA graphs only."),
+    ] = False,
 ) -> None:
     """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed.
 
@@ -400,7 +481,9 @@ def bench(
     from sequnet_cli.console import LiveView, print_note
     from sequnet_cli.errors import StoppedError
 
-    run = BenchRun(BenchRequest(preset, vs, device, batch_size, threads, quick, sweep))
+    run = BenchRun(
+        BenchRequest(preset, vs, device, batch_size, threads, quick, sweep, capture=not no_capture)
+    )
     with error_console.status("calibrating") as status:
         run.estimate(progress=status.update)
     print_note(plan_line(run))

@@ -1,16 +1,21 @@
 """Generated audio out of the program: 16-bit WAV files, playback, and a few sanity numbers.
 
 `write_wav` writes atomically (`sequnet_cli.files.atomic_write`), so an interrupted
-`sequnet sample` never leaves a half-written file. `play` imports sounddevice
-only when called, so machines without PortAudio (CI, servers) run everything else; a
-missing library or output device becomes a one-line `DeviceError`. `audio_stats` gives the
-RMS, peak, clipped fraction and mean spectral centroid that tell music from silence or
-clipped noise.
+`sequnet sample` never leaves a half-written file. `play` (a whole clip) and `LivePlayer` (audio
+played while it is being generated, from a queue) import sounddevice only when used, so
+machines without PortAudio (CI, servers) run everything else; a missing library or output
+device becomes a one-line `DeviceError`. `audio_stats` gives the RMS, peak, clipped fraction and
+mean spectral centroid that tell music from silence or clipped noise; `spectral_flatness` tells
+tones (near 0) from noise (about 0.56).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -43,18 +48,24 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
     )
 
 
-def play(audio: np.ndarray, sample_rate: int) -> None:
-    """Play float audio `(T,)` or `(channels, T)` on the default output device; blocks.
-
-    Raises DeviceError when sounddevice, the PortAudio library or an output device is
-    missing. Ctrl-C stops playback and propagates.
-    """
+def _sounddevice() -> ModuleType:
+    """The sounddevice module, or `DeviceError` when it or the PortAudio library is missing."""
     try:
         import sounddevice
     except OSError as exc:  # sounddevice is installed but cannot load PortAudio
         raise DeviceError(f"cannot play audio: the PortAudio library is missing ({exc})") from exc
     except ImportError as exc:
         raise DeviceError("cannot play audio: the sounddevice package is not installed") from exc
+    return sounddevice
+
+
+def play(audio: np.ndarray, sample_rate: int) -> None:
+    """Play float audio `(T,)` or `(channels, T)` on the default output device; blocks.
+
+    Raises DeviceError when sounddevice, the PortAudio library or an output device is
+    missing. Ctrl-C stops playback and propagates.
+    """
+    sounddevice = _sounddevice()
     frames = _as_frames(audio)
     try:
         sounddevice.query_devices(kind="output")
@@ -65,6 +76,99 @@ def play(audio: np.ndarray, sample_rate: int) -> None:
     except KeyboardInterrupt:
         sounddevice.stop()
         raise
+
+
+class LivePlayer:
+    """Plays mono float audio as it is added, through a sounddevice `OutputStream` fed from a
+    queue: the device's callback takes what is queued, and plays silence if the queue runs
+    dry (`starved_frames` counts it) until more comes.
+
+    `open` raises `DeviceError` when sounddevice, PortAudio or an output device is missing;
+    `start` begins playback; `finish` plays everything added and returns when it has been
+    played; `stop` ends at once (Ctrl-C). Thread-safe between `add` and the device's callback.
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.queued_frames = self.played_frames = self.starved_frames = 0
+        self._queue: deque[np.ndarray] = deque()
+        self._offset = 0  # frames of the queue's first array already played
+        self._ending = False  # nothing more will be added
+        self._lock = threading.Lock()
+        self._drained = threading.Event()
+        self._stream: Any = None
+        self._done_signal: type[Exception] = StopIteration
+
+    @property
+    def started(self) -> bool:
+        return self._stream is not None and bool(self._stream.active)
+
+    def open(self) -> None:
+        """Open the default output device (not yet playing)."""
+        sounddevice = _sounddevice()
+        try:
+            sounddevice.query_devices(kind="output")
+            self._stream = sounddevice.OutputStream(
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="float32",
+                callback=self._fill,
+                finished_callback=self._drained.set,
+            )
+        except (sounddevice.PortAudioError, ValueError) as exc:
+            raise DeviceError(f"cannot play audio: no usable output device ({exc})") from exc
+        self._done_signal = sounddevice.CallbackStop
+
+    def add(self, audio: np.ndarray) -> None:
+        """Queue float audio `(T,)` to play after what is queued."""
+        frames = _as_frames(audio)[:, 0].copy()  # (T,) float32, clipped
+        with self._lock:
+            self._queue.append(frames)
+            self.queued_frames += len(frames)
+
+    @property
+    def queued_seconds(self) -> float:
+        return self.queued_frames / self.sample_rate
+
+    def start(self) -> None:
+        if not self.started:
+            self._stream.start()
+
+    def finish(self) -> None:
+        """Play everything added and wait until it has been played (Ctrl-C propagates)."""
+        with self._lock:
+            self._ending = True
+        self.start()
+        while not self._drained.wait(0.1):  # a timeout keeps Ctrl-C responsive
+            pass
+        self._stream.close()
+
+    def stop(self) -> None:
+        """Stop playing at once."""
+        if self._stream is not None:
+            self._stream.abort()
+            self._stream.close()
+
+    def _fill(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        """The device's callback: `outdata: (frames, 1)` float32 to fill."""
+        written = 0
+        with self._lock:
+            while written < frames and self._queue:
+                first = self._queue[0]
+                take = min(frames - written, len(first) - self._offset)
+                outdata[written : written + take, 0] = first[self._offset : self._offset + take]
+                written += take
+                self._offset += take
+                if self._offset == len(first):
+                    self._queue.popleft()
+                    self._offset = 0
+            ending = self._ending and not self._queue
+        outdata[written:] = 0.0
+        self.played_frames += written
+        if not ending:
+            self.starved_frames += frames - written
+        if ending:
+            raise self._done_signal  # plays this last block, then stops
 
 
 def audio_stats(audio: np.ndarray, sample_rate: int = 16000) -> dict[str, float]:
@@ -96,3 +200,20 @@ def _spectral_centroid(mono: np.ndarray, sample_rate: int) -> float:
         return 0.0
     centroids = (frequencies[:, None] * magnitude[:, voiced]).sum(axis=0) / energy[voiced]
     return float(centroids.mean())
+
+
+def spectral_flatness(mono: np.ndarray, sample_rate: int = 16000) -> float:
+    """Mean over non-silent 64 ms STFT frames of the power spectrum's geometric over arithmetic
+    mean: near 0 for tones, about 0.56 for white noise (e^-γ for its exponentially distributed
+    power); 0.0 for silence."""
+    segment = min(1024 * sample_rate // 16000, mono.size)
+    if segment < 2:
+        return 0.0
+    _, _, spectrum = stft(np.asarray(mono, dtype=np.float64), fs=sample_rate, nperseg=segment)
+    power = np.abs(spectrum) ** 2 + 1e-20  # (frequencies, frames)
+    energy = power.mean(axis=0)
+    voiced = energy > 1e-8 * max(float(energy.max()), 1e-30) + 1e-19
+    if not voiced.any():
+        return 0.0
+    geometric = np.exp(np.log(power[:, voiced]).mean(axis=0))
+    return float((geometric / energy[voiced]).mean())

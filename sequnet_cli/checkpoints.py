@@ -204,6 +204,10 @@ class Run:
         )
 
 
+class NoRunError(CheckpointError):
+    """No run matches a reference (a run name, folder or preset)."""
+
+
 def find_run(ref: str, model: str | None = None, which: Which | None = None) -> Run:
     """A run by folder path, by run name, or the newest run of a preset (optionally one model)
     that has the `which` checkpoint (None: either); runs without it are passed over."""
@@ -221,7 +225,9 @@ def find_run(ref: str, model: str | None = None, which: Which | None = None) -> 
     wanted: tuple[Which, ...] = (which,) if which else ("best", "last")
     ready = [run for run in runs if any(run.checkpoint_path(w).is_file() for w in wanted)]
     if not ready:
-        raise CheckpointError(_no_run_message(ref, preset, model, which, runs))
+        # No run of the preset at all (a shipped demo may stand in), or none with that checkpoint.
+        missing = NoRunError if not runs else CheckpointError
+        raise missing(_no_run_message(ref, preset, model, which, runs))
     return max(ready, key=lambda run: _sort_key(run.path))
 
 

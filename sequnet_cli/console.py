@@ -130,6 +130,7 @@ class GenerationDisplay:
 
     def __init__(self, total: int, unit: str, sample_rate: int | None) -> None:
         self.unit, self.sample_rate, self.done = unit, sample_rate, 0
+        self.status = ""
         self.progress = _progress()
         self.task_id = self.progress.add_task("generating", total=total, stats="")
         self.started = 0.0
@@ -144,11 +145,19 @@ class GenerationDisplay:
 
     def advance(self, count: int) -> None:
         self.done += count
+        self.progress.update(self.task_id, advance=count, stats=self._stats())
+
+    def note(self, text: str) -> None:
+        """Show `text` (e.g. "playing") after the speed; "" clears it."""
+        self.status = text
+        self.progress.update(self.task_id, stats=self._stats())
+
+    def _stats(self) -> str:
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
         stats = f"{rate:,.0f} {self.unit}/s"
         if self.sample_rate:
             stats += f"  {rate / self.sample_rate:.3f}x real time"
-        self.progress.update(self.task_id, advance=count, stats=stats)
+        return f"{stats}  {self.status}" if self.status else stats
 
 
 class LiveView:
@@ -257,18 +266,21 @@ class RunRow(Protocol):
     def checkpoints(self) -> tuple[str, ...]: ...
 
 
-def print_runs(runs: Sequence[RunRow], folder: Path) -> None:
-    """The `sequnet runs` table. A run's name says its preset, model, data (when it is the
-    user's own) and creation time, so those are not repeated; it is never cut short."""
+def print_runs(runs: Sequence[RunRow], folder: Path, demos: Sequence[RunRow] = ()) -> None:
+    """The `sequnet runs` table: the user's runs, then the demo models shipped with sequnet. A
+    run's name says its preset, model, data (when it is the user's own) and creation time, so
+    those are not repeated; it is never cut short."""
     if not runs:
         console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
-        return
-    table = Table(title=f"runs in {folder}", box=box.SIMPLE_HEAD)
+        if not demos:
+            return
+    title = f"runs in {folder}" if runs else "demo models shipped with sequnet"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("run", no_wrap=True)
     table.add_column("data", overflow="fold")
     for column in ("epochs", "steps", "best valid", "size"):
         table.add_column(column, justify="right", overflow="fold")
-    for run in runs:
+    for run in [*runs, *demos]:
         table.add_row(
             run.name,
             Path(run.data).name or run.data,  # a benchmark key, or the folder or file's name
@@ -436,3 +448,60 @@ class StudyDisplay:
             soft_wrap=True,
             markup=False,
         )
+
+
+class StabilityRows(Protocol):
+    """What `print_stability` shows (`sequnet_cli.stability.StabilityReport`)."""
+
+    @property
+    def header(self) -> Mapping[str, str]: ...
+    @property
+    def window_name(self) -> str: ...
+    @property
+    def names(self) -> Sequence[str]: ...
+    @property
+    def reference(self) -> Mapping[str, tuple[float, float]]: ...
+    @property
+    def windows(self) -> Sequence[Mapping[str, float]]: ...
+    @property
+    def clips(self) -> int: ...
+    @property
+    def drift(self) -> float: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def print_stability(report: StabilityRows, as_json: bool) -> None:
+    """The `sequnet evaluate --generation` result: a table per window, or JSON."""
+    if as_json:
+        console.print_json(json.dumps(report.to_json()))
+        return
+    header = report.header
+    table = Table(
+        title=f"{header['preset']} / {header['model']}: {report.clips} generated clips against "
+        "the test data, per " + report.window_name
+    )
+    table.add_column(report.window_name, justify="right")
+    for name in report.names:
+        table.add_column(name, justify="right")
+    table.add_column("distance", justify="right")
+    for index, window in enumerate(report.windows, start=1):
+        values = [_figure(window[name]) for name in report.names]
+        table.add_row(str(index), *values, f"{window['distance']:.2f}")
+    table.add_section()
+    table.add_row(
+        "data",
+        *(f"{_figure(m)} ± {_figure(s)}" for m, s in (report.reference[n] for n in report.names)),
+        "",
+    )
+    console.print(table)
+    console.print(
+        f"drift {report.drift:+.2f}: distance from the data (mean |value - data mean| / data std "
+        "over the statistics) of the last window minus the first; about 0 is stable",
+        soft_wrap=True,
+    )
+    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"

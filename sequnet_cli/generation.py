@@ -1,13 +1,20 @@
-"""The `sample` workflow: load a trained model, generate through its stream, write files.
+"""The `sample` workflow: load a trained model, generate through its stream, write files, play.
 
 Generation never runs a full pass per step: a primer is fed with `Stream.prime` in one
 parallel pass, then each new element is drawn by the task's sampler from the last output and
-fed back with `Stream.step`. The same seed gives the same output. The task writes the files
-(MIDI for piano rolls, WAV for audio), each atomically.
+fed back (`sequnet_cli.autoregression`; on CUDA as captured CUDA graphs unless `--no-capture`).
+The same seed gives the same output. Each chunk of drawn elements goes to its consumers as it
+comes: the display, the live player, and the outputs the task writes at the end (MIDI for piano
+rolls, WAV for audio), each atomically.
 
 Everything that can be refused (the options, the output path, the memory the output needs) is
-checked before generation starts. Ctrl-C during generation writes what was generated so far:
-a shorter file is still a valid one.
+checked before generation starts. Ctrl-C stops generation and playback and writes what was
+generated: a shorter file is still a valid one.
+
+Live playback (`--play`, one audio output): the audio is queued as it is generated and starts
+playing once enough of it is ahead for generation, at the speed measured so far, to stay ahead
+until the end (`prebuffer_seconds`): within a fraction of a second when generation runs faster
+than real time, after (almost) all of it otherwise.
 """
 
 from __future__ import annotations
@@ -15,25 +22,28 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models import CausalNetwork
+from sequnet_cli.audio_io import LivePlayer
+from sequnet_cli.autoregression import Autoregression
 from sequnet_cli.checkpoints import Which
 from sequnet_cli.console import GenerationDisplay, console, print_warning
 from sequnet_cli.devices import check_memory
 from sequnet_cli.errors import ConfigError, DeviceError, SequnetError, WriteError
-from sequnet_cli.tasks import Progress, Sampler, Task
+from sequnet_cli.tasks import Task
 from sequnet_cli.trained_model import TrainedModel, load_model
 
-PROGRESS_EVERY = 256  # steps between progress reports (reporting each step costs time)
 # MIDI stores a beat's length in microseconds in 24 bits: no slower tempo can be written.
 TEMPO_RANGE = (4.0, 1000.0)
 MIDI_PROGRAMS = 128
 SEEDS = 2**64  # what a torch.Generator accepts
+PREBUFFER_FLOOR = 0.25  # seconds of audio queued before live playback starts, at least
+SPEED_MARGIN = 0.8  # assume generation may slow to this fraction of its measured speed
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class SampleRequest:
     tempo: float = 120.0
     program: int = 0
     play: bool = False
+    capture: bool = True  # on CUDA: run the step and the draw as CUDA graphs
+    threads: int = 1  # CPU threads for the steps
 
     def check(self) -> None:
         """Refuse impossible requests before any model is loaded."""
@@ -74,6 +86,8 @@ class SampleRequest:
             )
         if not 0 <= self.seed < SEEDS:
             raise ConfigError(f"--seed must be from 0 to 2**64 - 1, got {self.seed}")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
 
 
 def generate(
@@ -84,30 +98,34 @@ def generate(
     try:
         trained = load_model(ref, model, which, device)
         plan = Plan.make(trained, request)
+        if trained.demo is not None:
+            console.print(trained.demo.notice(), soft_wrap=True)
         console.print(trained.describe(), soft_wrap=True)
-        task, network = trained.task, trained.network
-        sampler = task.sampler(network, request.count, request.temperature, request.seed)
+        task = trained.task
+        sampler = task.sampler(trained.network, request.count, request.temperature, request.seed)
+        capture = request.capture and device.type == "cuda"
+        generation = Autoregression(
+            trained.network, sampler, request.count, plan.primer, capture, threads=request.threads
+        )
+        player = _live_player(task, request, plan.steps, plan.kept, plan.paths[0])
     except KeyboardInterrupt:
         raise SequnetError("interrupted before generation began; nothing was written") from None
-    draft = Draft()
     started = time.monotonic()
     try:
-        with GenerationDisplay(plan.steps, task.unit, task.sample_rate) as display:
-            count, primer = request.count, plan.primer
-            outputs = autoregress(
-                network, sampler, plan.steps, count, primer, display.advance, draft
-            )
-    except KeyboardInterrupt:
-        raise SequnetError(_keep_interrupted(task, draft, plan, request)) from None
+        outputs = _consume(generation.chunks(plan.steps), plan.steps, task, player)
+    except _Interrupted as interrupted:
+        if player is not None:
+            player.stop()
+        raise SequnetError(_keep_interrupted(task, interrupted.chunks, plan, request)) from None
     elapsed = time.monotonic() - started
     write_outputs(task, outputs, plan, request)
     total = plan.steps * request.count
     console.print(
         f"generated {total:,} {task.unit} in {elapsed:.1f} s "
-        f"({total / max(elapsed, 1e-9):,.0f} {task.unit}/s)"
+        f"({_speed(total, elapsed, task)}{', CUDA graphs' if generation.captured else ''})"
     )
-    if request.play:
-        _play(task, outputs, plan)
+    if request.play and (player is not None or not plays_live(task, request)):
+        _play(task, outputs, plan, player)
     return plan.paths
 
 
@@ -146,16 +164,53 @@ class Plan:
         return cls(steps, primer, kept, paths)
 
 
-def _keep_interrupted(task: Task, draft: Draft, plan: Plan, request: SampleRequest) -> str:
+class _Interrupted(Exception):
+    """Ctrl-C during generation, with the chunks drawn until then."""
+
+    def __init__(self, chunks: list[np.ndarray]) -> None:
+        super().__init__("interrupted")
+        self.chunks = chunks
+
+
+def _consume(
+    chunks: Iterator[np.ndarray], steps: int, task: Task, player: LivePlayback | None
+) -> np.ndarray:
+    """Hand each chunk `(count, n, ...)` to the display and the live player as it comes;
+    return them all, `(count, steps, ...)`."""
+    collected: list[np.ndarray] = []
+    started = time.monotonic()
+    try:
+        with GenerationDisplay(steps, task.unit, task.sample_rate) as display:
+            for chunk in chunks:
+                collected.append(chunk)
+                display.advance(chunk.shape[1])
+                if player is not None:
+                    player.add(chunk[0], time.monotonic() - started)
+                    display.note("playing" if player.started else "")
+    except KeyboardInterrupt:
+        raise _Interrupted(collected) from None
+    return np.concatenate(collected, axis=1)
+
+
+def _speed(elements: int, seconds: float, task: Task) -> str:
+    rate = elements / max(seconds, 1e-9)
+    text = f"{rate:,.0f} {task.unit}/s"
+    return text + (f", {rate / task.sample_rate:.2f}x real time" if task.sample_rate else "")
+
+
+def _keep_interrupted(
+    task: Task, collected: list[np.ndarray], plan: Plan, request: SampleRequest
+) -> str:
     """After Ctrl-C during generation: write what was generated; says what was kept."""
-    if draft.done == 0:
+    done = sum(chunk.shape[1] for chunk in collected)
+    if done == 0:
         return (
             f"interrupted before any of {plan.steps:,} {task.unit} was drawn; nothing was written"
         )
-    write_outputs(task, draft.result(), plan, request)
+    write_outputs(task, np.concatenate(collected, axis=1), plan, request)
     written = ", ".join(str(path) for path in plan.paths)
     return (
-        f"interrupted after {draft.done:,} of {plan.steps:,} {task.unit}; what was generated is "
+        f"interrupted after {done:,} of {plan.steps:,} {task.unit}; what was generated is "
         f"written (shorter than asked) to {written}"
     )
 
@@ -175,63 +230,86 @@ def write_outputs(task: Task, outputs: np.ndarray, plan: Plan, request: SampleRe
         console.print(f"wrote {path} ({summary})")
 
 
-def _play(task: Task, outputs: np.ndarray, plan: Plan) -> None:
-    for output, path in zip(outputs, plan.paths, strict=True):
-        try:
-            task.play(output, plan.kept)
-        except DeviceError as error:
-            print_warning(f"could not play: {error}; the audio is in {path}")
+class LivePlayback:
+    """`--play` while generating: each chunk's audio is queued on a `LivePlayer`, which starts
+    once `prebuffer_seconds` of audio are queued for the speed measured so far."""
+
+    def __init__(self, player: LivePlayer, task: Task, total_seconds: float) -> None:
+        self.player, self.task, self.total_seconds = player, task, total_seconds
+        self.generated_seconds = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.player.started
+
+    def add(self, values: np.ndarray, elapsed: float) -> None:
+        """Queue one chunk of generated elements, `elapsed` seconds after generation began."""
+        audio = self.task.audio(values)
+        assert audio is not None and self.task.sample_rate  # `_live_player` made sure
+        self.player.add(audio)
+        self.generated_seconds += len(audio) / self.task.sample_rate
+        speed = self.generated_seconds / max(elapsed, 1e-9)  # x real time
+        if self.player.queued_seconds >= prebuffer_seconds(self.total_seconds, speed):
+            self.player.start()
+
+    def finish(self) -> None:
+        self.player.finish()
+
+    def stop(self) -> None:
+        self.player.stop()
+
+
+def prebuffer_seconds(total_seconds: float, speed: float) -> float:
+    """Audio to queue before live playback starts, for `total_seconds` generated at `speed` x
+    real time: playback started then stays behind generation to the end even if generation
+    slows to `SPEED_MARGIN` of its speed (it must run `total * (1 - margin * speed)` seconds
+    ahead), and never less than `PREBUFFER_FLOOR`."""
+    ahead = total_seconds * (1.0 - SPEED_MARGIN * speed)
+    return min(total_seconds, max(PREBUFFER_FLOOR, ahead))
+
+
+def plays_live(task: Task, request: SampleRequest) -> bool:
+    """Whether `--play` plays while generating: one output whose elements are sound."""
+    return request.play and request.count == 1 and task.audio(np.zeros(0, np.uint8)) is not None
+
+
+def _live_player(
+    task: Task, request: SampleRequest, steps: int, primer: np.ndarray | None, path: Path
+) -> LivePlayback | None:
+    """A live player for `--play`; None when it does not play live or, with one warning, when
+    no audio device can be opened."""
+    if not plays_live(task, request) or not task.sample_rate:
+        return None
+    player = LivePlayer(task.sample_rate)
+    try:
+        player.open()
+    except DeviceError as error:
+        print_warning(f"could not play: {error}; the audio will be in {path}")
+        return None
+    primer_steps = 0
+    if primer is not None:
+        player.add(task.audio(primer))  # type: ignore[arg-type]  # sound, as `plays_live` said
+        primer_steps = len(primer)
+    return LivePlayback(player, task, (steps + primer_steps) / task.sample_rate)
+
+
+def _play(task: Task, outputs: np.ndarray, plan: Plan, live: LivePlayback | None) -> None:
+    """After the files are written: let the live player finish, or play each output in turn."""
+    try:
+        if live is not None:
+            live.finish()
             return
-        except KeyboardInterrupt:
-            raise SequnetError(f"playback interrupted; {path} is written") from None
-
-
-@dataclass
-class Draft:
-    """What generation has drawn so far: `values` `(count, steps, ...)`, the first `done`
-    steps of it complete."""
-
-    values: torch.Tensor | None = None
-    done: int = 0
-
-    def result(self) -> np.ndarray:
-        """The complete steps: `(count, done, ...)`."""
-        assert self.values is not None  # done >= 1
-        return self.values[:, : self.done].cpu().numpy()
-
-
-def autoregress(
-    network: CausalNetwork,
-    sampler: Sampler,
-    steps: int,
-    count: int,
-    primer: np.ndarray | None = None,
-    progress: Progress | None = None,
-    draft: Draft | None = None,
-) -> np.ndarray:
-    """`count` sequences of `steps` new elements each, drawn by `sampler`: `(count, steps, ...)`.
-
-    With a primer, generation continues it (the primer itself is not returned). `draft`, when
-    given, holds what was drawn so far should generation be interrupted.
-    """
-    draft = draft if draft is not None else Draft()
-    stream = network.stream(count)
-    if primer is not None and len(primer) > 0:
-        context = sampler.encode(primer)  # (1, C, P)
-        output = stream.prime(context.expand(count, -1, -1).contiguous())[..., -1]
-    else:
-        output = stream.step(sampler.first_input())
-    for t in range(steps):
-        values, next_input = sampler.draw(output)
-        if draft.values is None:
-            draft.values = values.new_empty((count, steps, *values.shape[1:]))
-        draft.values[:, t] = values
-        draft.done = t + 1
-        if t + 1 < steps:
-            output = stream.step(next_input)
-        if progress is not None and ((t + 1) % PROGRESS_EVERY == 0 or t + 1 == steps):
-            progress(t % PROGRESS_EVERY + 1)
-    return draft.result()
+        for output, path in zip(outputs, plan.paths, strict=True):
+            try:
+                task.play(output, plan.kept)
+            except DeviceError as error:
+                print_warning(f"could not play: {error}; the audio is in {path}")
+                return
+    except KeyboardInterrupt:
+        if live is not None:
+            live.stop()
+        written = ", ".join(str(path) for path in plan.paths)
+        raise SequnetError(f"playback stopped; {written} written") from None
 
 
 def output_paths(out: Path | None, count: int, stem: str, suffixes: tuple[str, ...]) -> list[Path]:

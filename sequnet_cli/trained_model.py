@@ -2,7 +2,9 @@
 
 A reference is a preset name (the newest run of that preset with the asked-for checkpoint), a run
 name or folder, or a `.pt` file; the checkpoint's stored config rebuilds the network, so nothing
-is repeated. The network is built only once its weights are known to fit in memory.
+is repeated. The network is built only once its weights are known to fit in memory. A preset
+the user has no run of falls back to the demo model shipped for it (`sequnet_cli.demos`), if
+there is one; otherwise the error says how to train one and which demo plays instead.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
-from sequnet_cli.checkpoints import Which, find_run, load_checkpoint_file
-from sequnet_cli.config import RunConfig
+from sequnet_cli.checkpoints import NoRunError, Which, find_run, load_checkpoint_file
+from sequnet_cli.config import RunConfig, list_presets, resolve
+from sequnet_cli.demos import Demo, find_demo, list_demos
 from sequnet_cli.devices import build_within_memory
 from sequnet_cli.errors import CheckpointError
 from sequnet_cli.tasks import Task, task_for
@@ -30,6 +33,7 @@ class TrainedModel:
     network: CausalNetwork
     training: dict[str, Any]  # the checkpoint's training state (epoch, step, history, ...)
     source: Path
+    demo: Demo | None = None  # the shipped demo this model is, if it is one
 
     def header(self) -> dict[str, str]:
         """What a report says about the model: preset, model, architecture, checkpoint."""
@@ -37,7 +41,7 @@ class TrainedModel:
             "preset": self.config.preset,
             "model": self.config.model.name,
             "architecture": self.config.model.architecture,
-            "checkpoint": str(self.source),
+            "checkpoint": str(self.source) + (f" ({self.demo.notice()})" if self.demo else ""),
         }
 
     def describe(self) -> str:
@@ -55,17 +59,30 @@ class TrainedModel:
 
 
 def load_model(ref: str, model: str | None, which: Which, device: torch.device) -> TrainedModel:
-    """The `which` ('best' or 'last') checkpoint of `ref`, on `device`, in eval mode."""
+    """The `which` ('best' or 'last') checkpoint of `ref`, on `device`, in eval mode; the
+    shipped demo of a preset the user has no run of."""
     path = Path(ref).expanduser()
+    demo = None
     if path.suffix == ".pt":
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} does not exist")
         config, state = load_checkpoint_file(path, map_location=device)
         source = path
     else:
-        run = find_run(ref, model, which)
-        config, state = run.config, run.load_state(which, map_location=device)
-        source = run.checkpoint_path(which)
+        try:
+            run = find_run(ref, model, which)
+        except NoRunError as error:
+            demo = find_demo(ref)
+            if demo is None or model not in (None, demo.config.model.name):
+                raise NoRunError(missing_model(ref, model, str(error))) from None
+            run = None
+        if run is not None:
+            config, state = run.config, run.load_state(which, map_location=device)
+            source = run.checkpoint_path(which)
+        else:
+            assert demo is not None
+            config, source = demo.config, demo.path
+            state = {"weights": demo.weights(device), "training": demo.training}
     task = task_for(config)
     network = build_within_memory(
         task.build_network,
@@ -81,4 +98,22 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
             f"{source} does not hold weights for {config.model.architecture}: {error}"
         ) from error
     network = network.to(device).eval()
-    return TrainedModel(config, task, network, dict(state.get("training", {})), source)
+    return TrainedModel(config, task, network, dict(state.get("training", {})), source, demo)
+
+
+def missing_model(ref: str, model: str | None, reason: str) -> str:
+    """Why there is no model for `ref`, how to train one, and which demos play instead."""
+    if ref not in list_presets():
+        return reason
+    config = resolve(ref, model, [])
+    demos_by_task: dict[str, list[str]] = {}
+    for demo in list_demos():
+        demos_by_task.setdefault(demo.config.task, []).append(demo.preset)
+    others = demos_by_task.get(config.task, [])  # demos of the same kind of data
+    which = f"preset '{ref}'" + (f" with model '{model}'" if model else "")
+    command = task_for(config).train_command(ref) + (f" --model {model}" if model else "")
+    hint = f"no run of {which} yet; train one with `{command}`"
+    if others:
+        names = " or ".join(f"`sequnet sample {name}`" for name in others)
+        hint += f", or play the model shipped as a demo: {names}"
+    return hint

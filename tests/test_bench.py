@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import typer
+from graphs import emulated_graphs  # noqa: F401  (a fixture)
 from typer.testing import CliRunner, Result
 
 from models import (
@@ -102,6 +103,8 @@ def test_json_document_follows_the_schema() -> None:
     assert [run["batch_size"] for run in runs] == [1, 2]
     assert runs[0]["sequnet"]["cycle"] == 2 ** (models["sequnet"]["network"]["levels"] - 1)
     for run in runs:
+        assert run["captured"] is None  # CUDA graphs: on CUDA only
+        assert not run["sequnet"]["captured"] and not run["baseline"]["captured"]
         assert run["sequnet"]["steps"] % run["sequnet"]["cycle"] == 0
         assert run["baseline"]["realtime"] == pytest.approx(
             run["baseline"]["samples_per_second"] / 16000
@@ -268,6 +271,31 @@ def test_generation_times_whole_clock_cycles(network: torch.nn.Module, cycle: in
     assert measured.steps == max(cycle, 64)  # one chunk: a whole number of cycles
     assert measured.samples_per_second == pytest.approx(3 * measured.steps / measured.seconds)
     assert not network.training
+
+
+@pytest.mark.usefixtures("emulated_graphs")
+def test_captured_generation_is_measured_over_whole_cycles_too() -> None:
+    # CUDA graphs emulated on a CPU (tests/graphs.py): the captured step program bench times.
+    network = SeqUNet(88, 88, [4, 4, 4, 4])
+    task = task_for(resolve("jsb", None, []))
+    measured = bench.measure_generation(
+        network, task, 2, CPU, min_seconds=0.0, threads=1, captured=True
+    )
+    assert measured.captured and measured.steps == 64 and measured.cycle == 8
+    assert measured.to_json()["captured"] is True
+
+
+@pytest.mark.gpu
+def test_captured_generation_is_measured_on_cuda() -> None:
+    network = ResidualSeqUNet(256, 256, 8, levels=5, depth=2).cuda()
+    task = task_for(resolve("piano", None, []))
+    cuda = torch.device("cuda")
+    eager = bench.measure_generation(network, task, 1, cuda, min_seconds=0.2, threads=1)
+    graphs = bench.measure_generation(
+        network, task, 1, cuda, min_seconds=0.2, threads=1, captured=True
+    )
+    assert graphs.captured and not eager.captured
+    assert graphs.samples_per_second > 0 and graphs.steps % graphs.cycle == 0
 
 
 @pytest.mark.parametrize("preset", ["piano", "jsb"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graphs import emulated_graphs  # noqa: F401  (a fixture)
 from torch import Tensor, nn
 
 from models import (
@@ -24,6 +25,7 @@ from models import (
     CausalNetwork,
     ResidualSeqUNet,
     SeqUNet,
+    StepProgram,
     Stream,
     StreamError,
     WaveNet,
@@ -121,6 +123,27 @@ def some_times(rng: random.Random, lo: int, hi: int, count: int = 4) -> list[int
 def run_steps(stream: Stream, x: Tensor) -> Tensor:
     """Step `stream` through every column of `x: (B, C, T)`; the outputs, `(B, out, T)`."""
     return torch.stack([stream.step(x[..., t]) for t in range(x.shape[-1])], dim=-1)
+
+
+def run_program(stream: Stream, x: Tensor, capture: bool = False) -> Tensor:
+    """Step `stream` through every column of `x: (B, C, T)` as a `StepProgram` whose `after`
+    stores the output and feeds the next column, all through device-held positions, as a
+    captured program must; the outputs, `(B, out, T)`."""
+    inputs = x.permute(2, 0, 1).contiguous()  # (T, B, C)
+    length, last = inputs.shape[0], inputs.shape[0] - 1
+    outputs = x.new_zeros(length, x.shape[0], stream.network.out_channels)
+    current = inputs[0].clone()
+    position = torch.zeros(1, dtype=torch.long, device=x.device)
+
+    def after(output: Tensor) -> None:
+        outputs.index_copy_(0, position, output.unsqueeze(0))
+        position.add_(1)
+        torch.index_select(inputs, 0, position.clamp(max=last), out=current.unsqueeze(0))
+
+    program = StepProgram(stream, current, after, capture=capture, state=[position])
+    for _ in range(length):
+        program.run()
+    return outputs.permute(1, 2, 0)
 
 
 def dependencies(net: CausalNetwork, x: Tensor, times: list[int]) -> Tensor:
@@ -285,11 +308,14 @@ def cache_tensors(stream: Stream) -> dict[str, tuple[int, tuple[int, ...], tuple
     return found
 
 
+@pytest.mark.parametrize("fixed_index", [False, True])
 @pytest.mark.parametrize(("name", "seed"), FEW_CASES)
-def test_stream_caches_keep_their_memory_and_shapes(name: str, seed: int) -> None:
+def test_stream_caches_keep_their_memory_and_shapes(
+    name: str, seed: int, fixed_index: bool
+) -> None:
     net, rng = make(name, seed)
     x = random_input(net, rng, shortest=2 * net.clock_cycle + 1)
-    stream = net.stream(x.shape[0])
+    stream = net.stream(x.shape[0], fixed_index=fixed_index)
     before = cache_tensors(stream)
     assert before  # the walk found the caches
     run_steps(stream, x)  # at least two whole clock cycles
@@ -331,6 +357,115 @@ def test_clock_cycle(name: str, seed: int) -> None:
     net, _ = make(name, seed)
     expected = 2**net.blocks if isinstance(net, SeqUNet | ResidualSeqUNet) else 1
     assert net.clock_cycle == expected == net.stream(1).clock_cycle
+
+
+# --- fixed-index streams and step programs (CUDA graphs) ------------------------------------
+
+
+@pytest.mark.parametrize(("name", "seed"), CASES)
+def test_fixed_index_streams_equal_plain_streams_exactly(name: str, seed: int) -> None:
+    # Positions held on the device instead of in Python: the same numbers, bit for bit.
+    net, rng = make(name, seed)
+    x = random_input(net, rng)
+    plain, fixed = net.stream(x.shape[0]), net.stream(x.shape[0], fixed_index=True)
+    assert torch.equal(run_steps(fixed, x), run_steps(plain, x))
+    split = rng.randint(1, x.shape[-1])
+    assert torch.equal(fixed.prime(x[..., :split]), plain.prime(x[..., :split]))
+    if split < x.shape[-1]:
+        assert torch.equal(run_steps(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
+    fixed.reset()
+    plain.reset()
+    assert torch.equal(run_steps(fixed, x), run_steps(plain, x))
+
+
+@pytest.mark.parametrize(("name", "seed"), CASES)
+def test_step_programs_equal_plain_streams_exactly(name: str, seed: int) -> None:
+    # What a CUDA graph replays, run eagerly: steps by kind, positions and feedback on the device.
+    net, rng = make(name, seed)
+    x = random_input(net, rng)
+    expected = run_steps(net.stream(x.shape[0]), x)
+    assert torch.equal(run_program(net.stream(x.shape[0], fixed_index=True), x), expected)
+    split = rng.randint(1, x.shape[-1])
+    if split < x.shape[-1]:
+        plain, fixed = net.stream(x.shape[0]), net.stream(x.shape[0], fixed_index=True)
+        plain.prime(x[..., :split])
+        fixed.prime(x[..., :split])
+        assert torch.equal(run_program(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
+
+
+@pytest.mark.parametrize(("name", "seed"), CASES)
+@pytest.mark.usefixtures("emulated_graphs")
+def test_step_programs_replay_as_graphs(name: str, seed: int) -> None:
+    # Captured (emulated on a CPU, tests/graphs.py): one recorded run per kind of step, replayed
+    # without the Python that made it. Every position a step needs must be on the device.
+    net, rng = make(name, seed)
+    x = random_input(net, rng)
+    stream = net.stream(x.shape[0], fixed_index=True)
+    split = rng.randint(0, x.shape[-1] - 1)
+    plain = net.stream(x.shape[0])
+    if split:
+        stream.prime(x[..., :split])
+        plain.prime(x[..., :split])
+    replayed = run_program(stream, x[..., split:], capture=True)
+    assert torch.equal(replayed, run_steps(plain, x[..., split:]))
+
+
+@pytest.mark.usefixtures("emulated_graphs")
+def test_the_graph_emulation_catches_positions_kept_in_python() -> None:
+    # The check above can fail: a plain stream keeps its positions in Python, and its replayed
+    # steps all write and read the places they were recorded with.
+    net, rng = make("wavenet", 3)
+    x = random_input(net, rng, shortest=net.receptive_field + 2)
+    stream = net.stream(x.shape[0])
+    stream.fixed_index = True  # pretend, to get past the program's check
+    expected = run_steps(net.stream(x.shape[0]), x)
+    assert not torch.equal(run_program(stream, x, capture=True), expected)
+
+
+@pytest.mark.parametrize(("name", "seed"), FEW_CASES)
+def test_stream_state_is_everything_a_step_reads(name: str, seed: int) -> None:
+    # What a capture's warm-up saves and restores: restoring it replays the same steps.
+    net, rng = make(name, seed)
+    x = random_input(net, rng, shortest=2 * net.clock_cycle + 2)
+    stream = net.stream(x.shape[0], fixed_index=True)
+    half = x.shape[-1] // 2
+    run_steps(stream, x[..., :half])
+    saved, time = [tensor.clone() for tensor in stream.state()], stream.time
+    assert saved and all(isinstance(tensor, Tensor) for tensor in saved)
+    first = run_steps(stream, x[..., half:])
+    for tensor, copy in zip(stream.state(), saved, strict=True):
+        tensor.copy_(copy)
+    stream.time = time
+    assert torch.equal(run_steps(stream, x[..., half:]), first)
+
+
+@pytest.mark.parametrize(("name", "seed"), FEW_CASES)
+def test_step_kinds_cover_the_schedule(name: str, seed: int) -> None:
+    net, _ = make(name, seed)
+    stream = net.stream(1)
+    blocks = net.blocks if isinstance(net, SeqUNet | ResidualSeqUNet) else 0
+    assert stream.step_kinds == blocks + 1
+    for kind in range(stream.step_kinds):
+        assert stream.step_kind(stream.kind_time(kind)) == kind
+    for time in range(3 * net.clock_cycle):
+        kind = stream.step_kind(time)
+        assert stream.step_kind(time + net.clock_cycle) == kind
+        # Level i runs at times divisible by 2**i: the levels that run are 0..kind.
+        assert all(time % 2**level == 0 for level in range(kind + 1))
+        assert kind == blocks or time % 2 ** (kind + 1) != 0
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_step_programs_refuse_what_they_cannot_run(name: str) -> None:
+    net, _ = make(name, 0)
+    x = torch.zeros(2, net.in_channels, dtype=torch.float64)
+    with pytest.raises(StreamError, match="fixed-index"):
+        StepProgram(net.stream(2), x, lambda output: None, capture=True)
+    with pytest.raises(StreamError, match="batch, in_channels"):
+        StepProgram(net.stream(3), x, lambda output: None)
+    net.train()
+    with pytest.raises(StreamError, match="eval"):
+        StepProgram(net.stream(2), x, lambda output: None)
 
 
 # --- the library ------------------------------------------------------------------------------
@@ -394,3 +529,18 @@ def test_cuda_streams_equal_the_full_pass(name: str, tf32: bool) -> None:
     rest = run_steps(stream, x[..., split:])
     tolerance = {"rtol": 2e-2, "atol": 2e-3} if tf32 else {"rtol": 1e-4, "atol": 1e-5}
     torch.testing.assert_close(torch.cat([primed, rest], dim=-1), full, **tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", BUILDERS)
+def test_cuda_graphs_equal_the_eager_stream(name: str) -> None:
+    # Stated tolerance: the graphs replay the eager kernels, so float32 rounding at most.
+    net, _ = make(name, 5)
+    net = net.float().cuda()
+    x = torch.randn(2, net.in_channels, net.receptive_field + 3 * net.clock_cycle, device="cuda")
+    eager = run_steps(net.stream(2), x)
+    split = x.shape[-1] // 3
+    stream = net.stream(2, fixed_index=True)
+    primed = stream.prime(x[..., :split])
+    captured = run_program(stream, x[..., split:], capture=True)
+    torch.testing.assert_close(torch.cat([primed, captured], dim=-1), eager, rtol=1e-4, atol=1e-5)

@@ -53,11 +53,15 @@ def run_bench(
     sweep: bool = True,
     sizes: BenchSizes | None = None,
     progress: Progress | None = None,
+    capture: bool = True,
 ) -> BenchResult:
     """Estimate, then measure, the preset's Seq-U-Net against `vs`, without a live view;
     `progress` is told each stage as it starts. Raises `ConfigError` for an unknown preset or
-    variant and `DeviceError` for a missing GPU."""
-    run = BenchRun(BenchRequest(preset, vs, device, batch_size, threads, quick, sweep, sizes))
+    variant and `DeviceError` for a missing GPU. `capture`: on CUDA, also measure generation as
+    CUDA graphs."""
+    run = BenchRun(
+        BenchRequest(preset, vs, device, batch_size, threads, quick, sweep, sizes, capture)
+    )
     report = progress or (lambda _: None)
     run.estimate(report)
     return run.measure(

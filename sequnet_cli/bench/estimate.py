@@ -371,4 +371,7 @@ def _generation_seconds(
     cost = calibration.streams[stream_key(config, stage.batch_size, stage.threads)]
     chunk = max(cost.cycle, 64) * cost.seconds_per_step  # as `measure_generation` steps
     chunks = max(1, math.ceil(stage.min_seconds / chunk)) if chunk > 0 else 1
-    return cost.parameters * calibration.build_seconds_per_parameter + (1 + chunks) * chunk
+    measured = (1 + chunks) * chunk
+    # As CUDA graphs the stage is timed a second time; the graphs' own speed is not calibrated.
+    passes = 2 if stage.capture else 1
+    return cost.parameters * calibration.build_seconds_per_parameter + passes * measured

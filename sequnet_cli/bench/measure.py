@@ -22,7 +22,8 @@ Three memory figures, each for what it can say:
   timed steps in benchmark mode, autotuning workspace included.
 
 Generation: samples (or frames) per second of a network's stream, stepped one input at a time
-in eval mode over whole clock cycles.
+in eval mode over whole clock cycles; on CUDA also captured, its step replayed as CUDA graphs
+(`models.StepProgram`) with each next input picked on the device.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from models import CausalNetwork
+from models import CausalNetwork, StepProgram, Stream
 from sequnet_cli.config import RunConfig
 from sequnet_cli.devices import cpu_threads, synchronize
 from sequnet_cli.tasks import Batch, Task, task_for
@@ -285,6 +287,7 @@ class GenerationMeasurement:
     steps: int  # timed steps: a whole number of clock cycles, after a warm-up cycle
     seconds: float
     cycle: int  # steps per clock cycle (2**blocks for a Seq-U-Net, 1 otherwise)
+    captured: bool = False  # the steps replayed CUDA graphs
 
     @property
     def steps_per_second(self) -> float:
@@ -307,23 +310,53 @@ def measure_generation(
     *,
     min_seconds: float,
     threads: int,
+    captured: bool = False,
 ) -> GenerationMeasurement:
     """Time `network.stream(batch_size).step` in eval mode: one warm-up chunk, then whole chunks
-    (a multiple of the clock cycle, at least 64 steps) until `min_seconds` have passed."""
+    (a multiple of the clock cycle, at least 64 steps) until `min_seconds` have passed.
+    `captured`: the steps as CUDA graphs, each next input picked on the device (a failed
+    capture raises `RuntimeError`)."""
     network.eval()
-    stream = network.stream(batch_size, device=device)
+    stream = network.stream(batch_size, device=device, fixed_index=captured)
     cycle = network.clock_cycle
     chunk = max(cycle, 64)  # a multiple of the cycle, which is a power of two
     inputs = task.random_inputs(64, batch_size, torch.Generator().manual_seed(0)).to(device)
-    with cpu_threads(threads):
-        for t in range(chunk):
-            stream.step(inputs[t % 64])
+    if captured:
+        step = _feeding_program(stream, inputs).run
+    else:
+        step = _feeding_steps(stream, inputs)
+    with cpu_threads(threads), torch.inference_mode():  # entered once, as generation does
+        for _ in range(chunk):
+            step()
         synchronize(device)
         steps, start = 0, time.perf_counter()
         while steps == 0 or time.perf_counter() - start < min_seconds:
-            for t in range(chunk):
-                stream.step(inputs[t % 64])
+            for _ in range(chunk):
+                step()
             steps += chunk
             synchronize(device)
         seconds = time.perf_counter() - start
-    return GenerationMeasurement(batch_size, threads, steps, seconds, cycle)
+    return GenerationMeasurement(batch_size, threads, steps, seconds, cycle, captured)
+
+
+def _feeding_steps(stream: Stream, inputs: torch.Tensor) -> Callable[[], None]:
+    """A call that steps `stream` on the next of `inputs: (N, B, C)`, in turn."""
+    count = inputs.shape[0]
+
+    def step() -> None:
+        stream.step(inputs[stream.time % count])
+
+    return step
+
+
+def _feeding_program(stream: Stream, inputs: torch.Tensor) -> StepProgram:
+    """A captured program that steps `stream` on the next of `inputs: (N, B, C)`, in turn."""
+    position = torch.zeros(1, dtype=torch.long, device=inputs.device)
+    current = inputs[0].clone()
+    rows = current.unsqueeze(0)  # (1, B, C), the memory of `current`
+
+    def feed(output: torch.Tensor) -> None:
+        position.add_(1).remainder_(inputs.shape[0])
+        torch.index_select(inputs, 0, position, out=rows)
+
+    return StepProgram(stream, current, feed, capture=True, state=[position])

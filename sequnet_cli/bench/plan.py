@@ -177,6 +177,7 @@ class GenerationStage:
     batch_size: int
     threads: int  # CPU threads
     min_seconds: float  # whole chunks are timed until at least this long
+    capture: bool = False  # also as CUDA graphs
 
     @property
     def label(self) -> str:
@@ -186,7 +187,7 @@ class GenerationStage:
 Stage = TrainingStage | GenerationStage
 
 
-def plan_stages(plan: BenchPlan, sweep: bool) -> list[Stage]:
+def plan_stages(plan: BenchPlan, sweep: bool, capture: bool = False) -> list[Stage]:
     """Every measurement of a bench run, in the order it runs: the training comparison, the
     generation comparisons at batch 1 and at the training batch, then the sweep's depths."""
     stages: list[Stage] = [training_stage(plan, plan.sequnet, plan.baseline, plan.batch_size)]
@@ -194,7 +195,12 @@ def plan_stages(plan: BenchPlan, sweep: bool) -> list[Stage]:
         threads = plan.threads["generation_batch_1" if batch == 1 else "generation_batch"]
         stages.append(
             GenerationStage(
-                plan.sequnet, plan.baseline, batch, threads, plan.sizes.generation_seconds
+                plan.sequnet,
+                plan.baseline,
+                batch,
+                threads,
+                plan.sizes.generation_seconds,
+                capture and plan.device.type == "cuda",
             )
         )
     if sweep:

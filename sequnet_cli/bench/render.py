@@ -116,6 +116,14 @@ def _generation_rows(table: Table, result: BenchResult) -> None:
             _ratio(run.speedup),
             _ratio(figure),
         )
+        if run.captured is not None:
+            table.add_row(
+                f"generation, CUDA graphs\nbatch {run.batch_size}",
+                _rate(run.captured.sequnet, result.unit, result.sample_rate),
+                _rate(run.captured.baseline, result.unit, result.sample_rate),
+                _ratio(run.captured.speedup),
+                _ratio(figure),
+            )
 
 
 def _context(result: BenchResult) -> Text:

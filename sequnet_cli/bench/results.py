@@ -98,6 +98,7 @@ class GenerationComparison:
     batch_size: int
     sequnet: GenerationMeasurement
     baseline: GenerationMeasurement
+    captured: GenerationComparison | None = None  # CUDA: the same, as CUDA graphs
 
     @property
     def speedup(self) -> float:
@@ -115,6 +116,7 @@ class GenerationComparison:
             "sequnet": side(self.sequnet),
             "baseline": side(self.baseline),
             "speedup": self.speedup,
+            "captured": self.captured.to_json(sample_rate) if self.captured else None,
         }
 
 
@@ -259,9 +261,10 @@ class BenchResult:
                       "ratios": {"time", "memory", "activations", "counted_memory"}
                       (baseline / Seq-U-Net)},
          "generation": {"runs": [{"batch_size", "threads", "sequnet"|"baseline": {"batch_size",
-                        "threads", "steps", "seconds", "cycle", "samples_per_second",
+                        "threads", "steps", "seconds", "cycle", "captured", "samples_per_second",
                         "realtime" (seconds of audio per second over the batch; null for piano
-                        rolls)}, "speedup" (Seq-U-Net / baseline)}]},
+                        rolls)}, "speedup" (Seq-U-Net / baseline), "captured": null | the same
+                        run with the steps as CUDA graphs (CUDA, unless --no-capture)}]},
          "paper": null | {"source", "seconds_per_step", "megabytes", "ratios"},
          "sweep": [{"levels", "sequnet", "baseline" (as in "models"), "training" (as above)}],
          "timing": {"calibration_seconds", "estimated_seconds" (all stages, as printed before

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from sequnet_cli.bench.estimate import Calibration, Progress, calibrate, estimate_stages
-from sequnet_cli.bench.measure import measure_generation, measure_training, memory_measure
+from sequnet_cli.bench.measure import (
+    GenerationMeasurement,
+    measure_generation,
+    measure_training,
+    memory_measure,
+)
 from sequnet_cli.bench.plan import (
     BenchPlan,
     BenchSizes,
@@ -36,6 +41,8 @@ from sequnet_cli.bench.results import (
     SweepPoint,
     TrainingComparison,
 )
+from sequnet_cli.config import RunConfig
+from sequnet_cli.errors import warn
 from sequnet_cli.tasks import task_for
 
 Outcome = TrainingComparison | GenerationComparison | SweepPoint
@@ -54,6 +61,7 @@ class BenchRequest:
     quick: bool = False
     sweep: bool = True
     sizes: BenchSizes | None = None
+    capture: bool = True  # on CUDA, also measure generation as CUDA graphs
 
     def plan(self) -> BenchPlan:
         """Raises `ConfigError` for an unknown preset or variant and `DeviceError` for a
@@ -75,7 +83,7 @@ class BenchRun:
     def __init__(self, request: BenchRequest) -> None:
         self.request = request
         self.plan = request.plan()
-        self.stages: list[Stage] = plan_stages(self.plan, request.sweep)
+        self.stages: list[Stage] = plan_stages(self.plan, request.sweep, request.capture)
         self.sequnet = ModelInfo.of(self.plan.sequnet)
         self.baseline = ModelInfo.of(self.plan.baseline)
         self.estimates = [0.0] * len(self.stages)
@@ -102,7 +110,7 @@ class BenchRun:
 
     def _quick_estimate(self, calibration: Calibration, progress: Progress | None) -> float:
         quick = dataclasses.replace(self.request, quick=True).plan()
-        stages = plan_stages(quick, self.request.sweep)
+        stages = plan_stages(quick, self.request.sweep, self.request.capture)
         calibrate(stages, quick.device, self.isolate, progress, known=calibration)
         return sum(estimate_stages(stages, calibration))
 
@@ -217,19 +225,32 @@ def compare_training(plan: BenchPlan, stage: TrainingStage) -> TrainingCompariso
 
 
 def compare_generation(plan: BenchPlan, stage: GenerationStage) -> GenerationComparison:
-    """Generation speed of each side at the stage's batch size."""
-    measured = []
-    for config in (stage.sequnet, stage.baseline):
-        torch.manual_seed(0)
-        network = task_for(config).build_network().to(plan.device)
-        measured.append(
-            measure_generation(
-                network,
-                plan.task,
-                stage.batch_size,
-                plan.device,
-                min_seconds=stage.min_seconds,
-                threads=stage.threads,
-            )
-        )
-    return GenerationComparison(stage.batch_size, measured[0], measured[1])
+    """Generation speed of each side at the stage's batch size, stepped one by one and, when
+    the stage asks, as CUDA graphs (left out, with one warning, if a capture fails)."""
+    sides = (stage.sequnet, stage.baseline)
+    eager = [generation_speed(plan, stage, config) for config in sides]
+    captured = None
+    if stage.capture:
+        try:
+            graphs = [generation_speed(plan, stage, config, captured=True) for config in sides]
+            captured = GenerationComparison(stage.batch_size, graphs[0], graphs[1])
+        except RuntimeError as error:  # CUDA reports a failed capture so
+            warn(f"could not capture the generation steps as CUDA graphs ({error}); left out")
+    return GenerationComparison(stage.batch_size, eager[0], eager[1], captured)
+
+
+def generation_speed(
+    plan: BenchPlan, stage: GenerationStage, config: RunConfig, captured: bool = False
+) -> GenerationMeasurement:
+    """The generation speed of one side (`captured`: as CUDA graphs)."""
+    torch.manual_seed(0)
+    network = task_for(config).build_network().to(plan.device)
+    return measure_generation(
+        network,
+        plan.task,
+        stage.batch_size,
+        plan.device,
+        min_seconds=stage.min_seconds,
+        threads=stage.threads,
+        captured=captured,
+    )

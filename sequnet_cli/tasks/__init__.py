@@ -133,7 +133,17 @@ class TaskData(Protocol):
 
 
 class Sampler(Protocol):
-    """Draws generated elements from a network's outputs, one time step at a time."""
+    """Draws generated elements from a network's outputs, one time step at a time.
+
+    `draw` uses fixed buffers and random numbers it is given, so that a CUDA graph can replay
+    it (`sequnet_cli.autoregression`); the sampler's seeded generator fills those numbers in
+    blocks (`fill_random`).
+    """
+
+    device: torch.device
+    value_shape: tuple[int, ...]  # one drawn element of one sequence: () or (pitches,)
+    value_dtype: torch.dtype  # of the drawn elements as stored
+    random_shape: tuple[int, ...]  # uniform numbers one draw takes per sequence
 
     def first_input(self) -> Tensor:
         """The input at t = 0 without a primer: `(B, in_channels)`."""
@@ -143,9 +153,31 @@ class Sampler(Protocol):
         """A primer in the task's storage form as network input `(1, in_channels, P)`."""
         ...
 
-    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
-        """From one output `(B, out_channels)`: the drawn elements (stored) and the next
-        input `(B, in_channels)`."""
+    def fill_random(self, block: Tensor) -> None:
+        """Fill `block: (steps, B, *random_shape)` with the next uniform numbers in [0, 1)."""
+        ...
+
+    def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+        """From one output `(B, out_channels)` and this step's random numbers
+        `(B, *random_shape)`: the drawn elements `(B, *value_shape)` and the next input
+        `(B, in_channels)`."""
+        ...
+
+
+class StabilityMeasure(Protocol):
+    """How a task compares generated output with its data over time (`sequnet evaluate
+    --generation`): statistics of windows of generated elements and of the test data."""
+
+    window: int  # elements per window
+    window_name: str  # what one window is, e.g. "second", "8 frames"
+    names: tuple[str, ...]  # the statistics, with their units where they have one
+
+    def statistics(self, values: np.ndarray) -> dict[str, float]:
+        """The statistics of one window of one generated sequence, `(window, ...)`."""
+        ...
+
+    def reference(self) -> list[dict[str, float]]:
+        """The statistics of windows of the test data."""
         ...
 
 
@@ -164,6 +196,10 @@ class Task(Protocol):
 
     def build_network(self) -> CausalNetwork:
         """The run's network with the task's input and output widths."""
+        ...
+
+    def train_command(self, preset: str) -> str:
+        """The command that trains a model of `preset` (naming the data it still needs)."""
         ...
 
     def open_data(
@@ -221,6 +257,15 @@ class Task(Protocol):
 
     def play(self, output: np.ndarray, primer: np.ndarray | None) -> None:
         """Play one generated sequence, or say why not (`DeviceError`, or a warning)."""
+        ...
+
+    def stability(self, data: TaskData) -> StabilityMeasure:
+        """The statistics that tell whether generation stays like `data` over time."""
+        ...
+
+    def audio(self, values: np.ndarray) -> np.ndarray | None:
+        """Generated elements (or a primer) as float audio `(T,)` at `sample_rate`, for live
+        playback; None when the task's outputs are not sound."""
         ...
 
 

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from models import CausalNetwork, build_network
-from sequnet_cli.audio_io import audio_stats, play, write_wav
+from sequnet_cli.audio_io import audio_stats, play, spectral_flatness, write_wav
 from sequnet_cli.config import RunConfig
-from sequnet_cli.data.audio import AudioCorpus
+from sequnet_cli.data.audio import AudioCorpus, AudioSplit
 from sequnet_cli.data.audio_decoding import (
     SILENCE_CODE,
     load_audio,
@@ -31,7 +31,7 @@ from sequnet_cli.data.audio_decoding import (
 )
 from sequnet_cli.data.audio_files import SPLITS
 from sequnet_cli.errors import DataError
-from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard
+from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard, TaskData
 from sequnet_cli.tasks.audio_coding import CLASSES, AudioCoding
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 DEFAULT_SECONDS = 2.0  # generated when neither --steps nor --seconds is given
 DEFAULT_STEPS_PER_EPOCH = 500
 EVALUATION_SEED = 1234  # the fixed evaluation excerpts
+REFERENCE_WINDOWS = 600  # seconds of test audio the stability report compares with, at most
 
 
 class AudioTask:
@@ -61,6 +62,12 @@ class AudioTask:
     def build_network(self) -> CausalNetwork:
         model = self.config.model
         return build_network(model.architecture, self.in_channels, self.out_channels, model.network)
+
+    def train_command(self, preset: str) -> str:
+        """Audio presets name no download: unless the preset's folder exists, `--data`."""
+        folder = Path(self.config.data.dataset).expanduser()
+        data = "" if folder.is_dir() else " --data FOLDER_OF_RECORDINGS"
+        return f"sequnet train {preset}{data}"
 
     def open_data(
         self,
@@ -169,11 +176,61 @@ class AudioTask:
         """Play one generated sequence; raises `DeviceError` without an output device."""
         play(self.waveform(codes, primer), self.sample_rate)
 
+    def audio(self, values: np.ndarray) -> np.ndarray:
+        """Mu-law codes as float audio `(T,)`."""
+        return mu_law_decode(values)
+
+    def stability(self, data: TaskData) -> AudioStability:
+        """Per second: RMS, spectral flatness and centroid, against the test split's."""
+        assert isinstance(data, AudioData)  # what `open_data` returns
+        return AudioStability(self.sample_rate, data.corpus.test)
+
+
+class AudioStability:
+    """Per second of audio: its RMS, spectral flatness (near 0 for tones, about 0.56 for white
+    noise) and spectral centroid; the reference is up to `REFERENCE_WINDOWS` seconds of the
+    test audio, spread over it."""
+
+    names = ("rms", "flatness", "centroid Hz")
+    window_name = "second"
+
+    def __init__(self, sample_rate: int, split: AudioSplit) -> None:
+        self.window, self.sample_rate, self.split = sample_rate, sample_rate, split
+
+    def statistics(self, values: np.ndarray) -> dict[str, float]:
+        audio = mu_law_decode(values)
+        stats = audio_stats(audio, self.sample_rate)
+        return {
+            "rms": stats["rms"],
+            "flatness": spectral_flatness(audio, self.sample_rate),
+            "centroid Hz": stats["spectral_centroid_hz"],
+        }
+
+    def reference(self) -> list[dict[str, float]]:
+        split, window = self.split, self.window
+        starts = [
+            int(start) + offset
+            for start, length in zip(split.starts, split.lengths, strict=True)
+            for offset in range(0, int(length) - window + 1, window)
+        ]
+        if not starts:
+            raise DataError(
+                f"the test audio has no file of a second or more ({split.seconds:.1f} s in all); "
+                "the stability report needs some"
+            )
+        picks = np.linspace(0, len(starts) - 1, min(len(starts), REFERENCE_WINDOWS)).round()
+        return [self.statistics(split.samples[starts[int(i)] :][:window]) for i in picks]
+
 
 class AudioSampler:
     """Draws one of the 256 classes per sequence from the softmax of the log-probabilities
     over the temperature, by inverting the CDF at one uniform number (much cheaper than
-    `torch.multinomial`)."""
+    `torch.multinomial`); the next input is the drawn class's row of a table of the coding's
+    inputs, one operation."""
+
+    value_shape: tuple[int, ...] = ()
+    value_dtype = torch.uint8
+    random_shape = (1,)
 
     def __init__(
         self, network: CausalNetwork, coding: AudioCoding, count: int, temperature: float, seed: int
@@ -182,23 +239,28 @@ class AudioSampler:
         self.coding, self.count, self.temperature = coding, count, temperature
         self.context = network.receptive_field  # primer samples that can still matter
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        classes = torch.arange(CLASSES, device=self.device).unsqueeze(0)  # (1, 256)
+        self.inputs = coding.encode(classes)[0].t().contiguous()  # (256, in_channels)
         self.step_input = torch.zeros(count, coding.in_channels, device=self.device)  # reused
-        self.uniform = torch.empty(count, 1, device=self.device)
 
     def first_input(self) -> Tensor:
-        silence = torch.full((self.count, 1), SILENCE_CODE, device=self.device)
-        return self.coding.encode_step(silence, self.step_input)
+        silence = torch.full((self.count,), SILENCE_CODE, device=self.device)
+        return torch.index_select(self.inputs, 0, silence, out=self.step_input)
 
     def encode(self, primer: np.ndarray) -> Tensor:
         codes = torch.from_numpy(np.asarray(primer[-self.context :], dtype=np.int64))
         return self.coding.encode(codes.unsqueeze(0).to(self.device))  # (1, C, P)
 
-    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
+    def fill_random(self, block: Tensor) -> None:
+        block.uniform_(generator=self.generator)
+
+    def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
         log_probs = self.coding.log_probs(output)  # (B, 256)
         cumulative = torch.softmax(log_probs / self.temperature, dim=-1).cumsum_(dim=-1)
-        drawn = self.uniform.uniform_(generator=self.generator) * cumulative[:, -1:]
-        codes = torch.searchsorted(cumulative, drawn).clamp_(max=CLASSES - 1)  # (B, 1)
-        return codes[:, 0].to(torch.uint8), self.coding.encode_step(codes, self.step_input)
+        drawn = uniforms * cumulative[:, -1:]  # (B, 1)
+        codes = torch.searchsorted(cumulative, drawn).clamp_(max=CLASSES - 1)[:, 0]  # (B,)
+        next_input = torch.index_select(self.inputs, 0, codes, out=self.step_input)
+        return codes.to(torch.uint8), next_input
 
 
 class AudioData:

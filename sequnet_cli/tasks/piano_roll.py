@@ -30,7 +30,7 @@ from sequnet_cli.data.midi import load_midi_folder, midi_to_roll, roll_to_midi, 
 from sequnet_cli.data.polyphonic import BENCHMARKS, load_benchmark, load_mat, load_pickle
 from sequnet_cli.data.rolls import PITCHES, PianoRollSplits
 from sequnet_cli.errors import DataError, warn
-from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard
+from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard, TaskData
 
 if TYPE_CHECKING:
     from sequnet_cli.generation import SampleRequest
@@ -59,6 +59,10 @@ class PianoRollTask:
     def build_network(self) -> CausalNetwork:
         model = self.config.model
         return build_network(model.architecture, PITCHES, PITCHES, model.network)
+
+    def train_command(self, preset: str) -> str:
+        """The benchmarks are downloaded; a MIDI folder is named by the preset."""
+        return f"sequnet train {preset}"
 
     def open_data(
         self,
@@ -149,9 +153,68 @@ class PianoRollTask:
     def play(self, output: np.ndarray, primer: np.ndarray | None) -> None:
         warn("--play plays audio models only; open the MIDI file in a player or a DAW")
 
+    def audio(self, values: np.ndarray) -> None:
+        """Piano rolls are written as MIDI, not sound."""
+        return
+
+    def stability(self, data: TaskData) -> PianoRollStability:
+        """Per 8 frames: notes per frame, polyphony and pitch classes, against the test split."""
+        assert isinstance(data, PianoRollData)  # what `open_data` returns
+        return PianoRollStability(data.splits.get("test", []))
+
+
+class PianoRollStability:
+    """Per window of 8 frames (a 4/4 bar of the released rolls, at two frames per beat): notes
+    started per frame, polyphony (sounding notes per frame), and the distance of its
+    pitch-class distribution from the test data's (total variation: 0 the same, 1 disjoint; 1
+    for a silent window)."""
+
+    names = ("notes/frame", "polyphony", "pitch-class distance")
+    window = 8
+    window_name = "8 frames"
+
+    def __init__(self, pieces: list[np.ndarray]) -> None:
+        self.pieces = [piece for piece in pieces if len(piece) >= self.window]
+        if not self.pieces:
+            raise DataError(
+                f"the test split has no piece of {self.window} frames or more; the stability "
+                "report needs some"
+            )
+        counts = np.sum([_pitch_classes(piece) for piece in self.pieces], axis=0)  # (12,)
+        self.profile = counts / max(counts.sum(), 1)  # (12,)
+
+    def statistics(self, values: np.ndarray) -> dict[str, float]:
+        roll = np.asarray(values, dtype=bool)  # (window, 88)
+        onsets = roll & ~np.pad(roll, ((1, 0), (0, 0)))[:-1]
+        classes = _pitch_classes(roll)
+        sounding = classes.sum()
+        distance = 0.5 * float(np.abs(classes / sounding - self.profile).sum()) if sounding else 1.0
+        return {
+            "notes/frame": float(onsets.sum()) / len(roll),
+            "polyphony": float(roll.sum()) / len(roll),
+            "pitch-class distance": distance,
+        }
+
+    def reference(self) -> list[dict[str, float]]:
+        return [
+            self.statistics(piece[start : start + self.window])
+            for piece in self.pieces
+            for start in range(0, len(piece) - self.window + 1, self.window)
+        ]
+
+
+def _pitch_classes(roll: np.ndarray) -> np.ndarray:
+    """Sounding notes per pitch class (C = 0) over the frames of `roll: (T, 88)`: `(12,)`."""
+    per_pitch = np.asarray(roll, dtype=np.int64).sum(axis=0)  # (88,), pitch 0 is MIDI 21 (A0)
+    return np.bincount((np.arange(PITCHES) + 21) % 12, weights=per_pitch, minlength=12)
+
 
 class PianoRollSampler:
     """Draws every pitch independently from the sigmoid of its logit over the temperature."""
+
+    value_shape = (PITCHES,)
+    value_dtype = torch.bool
+    random_shape = (PITCHES,)
 
     def __init__(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> None:
         self.device = next(network.parameters()).device
@@ -165,10 +228,13 @@ class PianoRollSampler:
         roll = torch.from_numpy(np.asarray(primer, dtype=np.float32).T)  # (88, P)
         return roll.unsqueeze(0).to(self.device)
 
-    def draw(self, output: Tensor) -> tuple[Tensor, Tensor]:
+    def fill_random(self, block: Tensor) -> None:
+        block.uniform_(generator=self.generator)
+
+    def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
         probabilities = torch.sigmoid(output / self.temperature)  # (B, 88)
-        frame = torch.bernoulli(probabilities, generator=self.generator)
-        return frame.bool(), frame
+        frame = torch.lt(uniforms, probabilities)  # a Bernoulli draw per pitch
+        return frame, frame.to(output.dtype)
 
 
 class PianoRollData:

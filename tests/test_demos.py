@@ -1,0 +1,106 @@
+"""Demo models shipped with the package: exported from a run in half precision with their
+provenance, used (and said to be) when the user has no run of the preset, listed by `runs`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from cli import assert_one_error_line, run, succeed
+from test_cli_audio import recordings, train_tiny  # noqa: F401  (a fixture)
+
+from sequnet_cli import demos
+from sequnet_cli.checkpoints import find_run
+
+
+@pytest.fixture
+def shipped(
+    capsys: pytest.CaptureFixture[str],
+    recordings: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A tiny piano-small demo exported into a demo folder, and a fresh user folder."""
+    train_tiny(capsys, recordings)
+    folder = tmp_path / "demos"
+    monkeypatch.setattr(demos, "DEMO_FOLDER", folder)
+    command = "sequnet train piano-small --data recordings --steps 2"
+    succeed(capsys, "export-demo", "piano-small", "--command", command, "--data-name", "four tones")
+    monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "fresh-home"))
+    return folder
+
+
+def test_export_stores_half_precision_weights_and_provenance(
+    capsys: pytest.CaptureFixture[str],
+    shipped: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (demo,) = demos.list_demos()
+    assert demo.path == shipped / "piano-small.pt" and demo.preset == "piano-small"
+    stored = torch.load(demo.path, weights_only=True)
+    assert {tensor.dtype for tensor in stored["weights"].values()} == {torch.float16}
+    origin = demo.provenance
+    assert origin["command"] == "sequnet train piano-small --data recordings --steps 2"
+    assert origin["data"] == "four tones" and origin["seed"] == 0
+    assert set(origin["scores"]) == {"test"}  # an audio folder has no validation split
+    assert origin["metric"] == "bits per audio sample"
+    monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "sequnet-home"))  # the trained run
+    trained = find_run("piano-small").load_state("best")["weights"]
+    for name, value in demo.weights().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, trained[name].half().float())
+
+
+def test_sample_without_a_run_uses_the_demo_and_says_so(
+    capsys: pytest.CaptureFixture[str], shipped: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "demo.wav"
+    result = succeed(capsys, "sample", "piano-small", "--steps", "300", "--out", str(target))
+    assert "shipped demo model of piano-small" in result.out
+    assert "four tones" in result.out
+    assert sf.read(target)[0].shape == (300,)
+    scores = json.loads(succeed(capsys, "evaluate", "piano-small", "--json").out)
+    assert "shipped demo" in scores["checkpoint"]
+
+
+def test_runs_lists_the_demos(capsys: pytest.CaptureFixture[str], shipped: Path) -> None:
+    out = succeed(capsys, "runs").out
+    assert "no runs yet" in out and "shipped demo" in out and "piano-small" in out
+    assert "four tones" in out
+
+
+def test_a_preset_without_run_or_demo_names_the_demo_and_how_to_train(
+    capsys: pytest.CaptureFixture[str], shipped: Path
+) -> None:
+    result = run(capsys, "sample", "piano")
+    assert_one_error_line(
+        result,
+        "no run of preset 'piano'",
+        "`sequnet train piano --data FOLDER_OF_RECORDINGS`",
+        "`sequnet sample piano-small`",
+    )
+    other = run(capsys, "sample", "jsb")  # a piano-roll preset: no audio demo is named
+    assert_one_error_line(other, "`sequnet train jsb`")
+    assert "piano-small" not in other.err
+
+
+def test_a_demo_of_another_model_variant_is_not_used(
+    capsys: pytest.CaptureFixture[str], shipped: Path
+) -> None:
+    assert_one_error_line(run(capsys, "sample", "piano-small", "--model", "wavenet"), "wavenet")
+
+
+def test_a_damaged_demo_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], shipped: Path
+) -> None:
+    (shipped / "piano-small.pt").write_bytes(b"not a checkpoint")
+    assert_one_error_line(run(capsys, "sample", "piano-small"), "demo", "reinstall")
+
+
+def test_without_demos_the_old_hint_stays(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_error_line(run(capsys, "sample", "piano"), "sequnet train piano --data")
+    assert "no runs yet" in succeed(capsys, "runs").out

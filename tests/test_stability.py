@@ -1,0 +1,116 @@
+"""`sequnet evaluate --generation`: the tasks' window statistics, the distance and the drift,
+and the command end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from cli import assert_one_error_line, run, succeed
+from test_cli_audio import TINY as AUDIO_TINY
+from test_cli_audio import tone
+from test_cli_piano_roll import midi_folder, train_tiny  # noqa: F401  (a fixture)
+
+from sequnet_cli.data.audio import AudioSplit, mu_law_encode
+from sequnet_cli.stability import _spread, _window
+from sequnet_cli.tasks.audio import AudioStability
+from sequnet_cli.tasks.piano_roll import PianoRollStability
+
+RATE = 16000
+
+
+def test_piano_roll_statistics_count_onsets_polyphony_and_pitch_classes() -> None:
+    roll = np.zeros((8, 88), dtype=bool)
+    roll[:, 60 - 21] = True  # a C held for the whole window: one onset
+    roll[::2, 64 - 21] = True  # an E struck on every other frame: four onsets
+    measure = PianoRollStability([roll.copy(), roll.copy()])
+    stats = measure.statistics(roll)
+    assert stats["notes/frame"] == pytest.approx(5 / 8)
+    assert stats["polyphony"] == pytest.approx(12 / 8)
+    assert stats["pitch-class distance"] == pytest.approx(0.0)  # the data's own profile
+    other = np.zeros((8, 88), dtype=bool)
+    other[:, 61 - 21] = True  # C sharp only: no class in common
+    assert measure.statistics(other)["pitch-class distance"] == pytest.approx(1.0)
+    assert measure.statistics(np.zeros((8, 88), bool))["pitch-class distance"] == 1.0
+    assert len(measure.reference()) == 2
+
+
+def split_of(audio: np.ndarray) -> AudioSplit:
+    codes = mu_law_encode(audio)
+    return AudioSplit("test", codes, (Path("x.wav"),), np.array([0]), np.array([len(codes)]), RATE)
+
+
+def test_audio_statistics_tell_a_tone_from_noise() -> None:
+    t = np.arange(3 * RATE) / RATE
+    measure = AudioStability(RATE, split_of(0.5 * np.sin(2 * np.pi * 440 * t)))
+    tone_stats = measure.reference()
+    assert len(tone_stats) == 3
+    noise = mu_law_encode(np.random.default_rng(0).uniform(-0.5, 0.5, RATE))
+    noise_stats = measure.statistics(noise)
+    assert tone_stats[0]["rms"] == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+    assert tone_stats[0]["flatness"] < 0.01
+    assert noise_stats["flatness"] > 0.3
+    # The centroid of the magnitude spectrum: mu-law's quantisation noise lifts the tone's.
+    assert 400 < tone_stats[0]["centroid Hz"] < 1000
+    assert noise_stats["centroid Hz"] > 3000
+
+
+class Measure:
+    names = ("a", "b")
+
+    def statistics(self, values: np.ndarray) -> dict[str, float]:
+        return {"a": float(values.mean()), "b": 1.0}
+
+
+def test_distance_is_the_mean_standardised_deviation_over_statistics_and_clips() -> None:
+    reference = _spread([{"a": 0.0, "b": 1.0}, {"a": 2.0, "b": 1.0}], ("a", "b"))
+    assert reference == {"a": (1.0, 1.0), "b": (1.0, 0.0)}
+    clips = np.array([[3.0, 3.0], [1.0, 1.0]])  # clip means 3 and 1: 2 and 0 spreads off
+    window = _window(Measure(), reference, clips)  # type: ignore[arg-type]
+    assert window == {"a": 2.0, "b": 1.0, "distance": pytest.approx((2 / 2 + 0 / 2) / 2)}
+
+
+def test_evaluate_generation_on_a_piano_roll_model(
+    capsys: pytest.CaptureFixture[str],
+    midi_folder: Path,  # noqa: F811
+) -> None:
+    train_tiny(capsys, midi_folder)
+    data = ["--data", str(midi_folder)]
+    arguments = ["--generation", "--seconds", "20", "-n", "2", "--json", *data]
+    report = json.loads(succeed(capsys, "evaluate", "jsb", *arguments).out)
+    assert report["statistics"] == ["notes/frame", "polyphony", "pitch-class distance"]
+    # The MIDI folder is framed at four frames per beat: 20 s at 120 beats per minute.
+    assert report["window"] == "8 frames" and report["clips"] == 2 and report["steps"] == 160
+    assert len(report["windows"]) == 20
+    assert all(window["distance"] >= 0 for window in report["windows"])
+    assert report["drift"] == pytest.approx(
+        report["windows"][-1]["distance"] - report["windows"][0]["distance"]
+    )
+    table = succeed(capsys, "evaluate", "jsb", "--generation", "--seconds", "4", *data).out
+    assert "pitch-class distance" in table and "drift" in table and "data" in table
+    assert_one_error_line(
+        run(capsys, "evaluate", "jsb", "--generation", "--seconds", "0.5", *data), "window"
+    )
+    assert_one_error_line(run(capsys, "evaluate", "jsb", "--generation", "-n", "0"), "-n")
+
+
+def test_evaluate_generation_on_an_audio_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    for index, frequency in enumerate([220.0, 330.0, 440.0, 550.0]):
+        sf.write(folder / f"take{index}.flac", tone(2.5, frequency), 22050)
+    trained = run(
+        capsys, "train", "piano-small", "--data", str(folder), "--steps", "2", *AUDIO_TINY
+    )
+    assert trained.code == 0, trained.err
+    arguments = ["--generation", "--seconds", "2", "-n", "2", "--json"]
+    report = json.loads(succeed(capsys, "evaluate", "piano-small", *arguments).out)
+    assert report["statistics"] == ["rms", "flatness", "centroid Hz"]
+    assert report["window"] == "second" and len(report["windows"]) == 2
+    assert set(report["data"]) == {"rms", "flatness", "centroid Hz"}
+    assert 0.1 < report["data"]["rms"]["mean"] < 0.4  # the tones
