@@ -1,7 +1,9 @@
 """All terminal output goes through here: one Rich console for results, one for problems.
 
 This module knows how to show things, not what they are: it imports nothing else of sequnet,
-and the rows it renders are described by the small protocols below.
+and the rows it renders are described by the small protocols below. It is long because it is
+the one place for every display of the app (training, generation, runs, scores, searches,
+stability reports); each piece is short.
 """
 
 from __future__ import annotations

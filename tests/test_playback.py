@@ -16,7 +16,7 @@ from cli import assert_one_error_line, run, succeed
 from test_cli_audio import recordings, train_tiny  # noqa: F401  (a fixture)
 
 from sequnet_cli.audio_io import LivePlayer
-from sequnet_cli.data.audio import mu_law_decode
+from sequnet_cli.data.audio_decoding import mu_law_decode
 from sequnet_cli.generation import PREBUFFER_FLOOR, LivePlayback, prebuffer_seconds
 
 RATE = 16000

@@ -14,7 +14,8 @@ from test_cli_audio import TINY as AUDIO_TINY
 from test_cli_audio import tone
 from test_cli_piano_roll import midi_folder, train_tiny  # noqa: F401  (a fixture)
 
-from sequnet_cli.data.audio import AudioSplit, mu_law_encode
+from sequnet_cli.data.audio import AudioSplit
+from sequnet_cli.data.audio_decoding import mu_law_encode
 from sequnet_cli.stability import _spread, _window
 from sequnet_cli.tasks.audio import AudioStability
 from sequnet_cli.tasks.piano_roll import PianoRollStability
