@@ -64,7 +64,7 @@ class Demo:
         """The demo as a row of `sequnet runs`."""
         best = self.training.get("best_score")
         return RunSummary(
-            name=DEMO_LABEL,
+            name=f"{self.preset} ({DEMO_LABEL})",
             preset=self.preset,
             model=self.config.model.name,
             task=self.config.task,

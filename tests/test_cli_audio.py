@@ -271,11 +271,11 @@ def test_sample_interrupted_mid_generation_writes_a_shorter_wav(
     train_tiny(capsys, recordings)
     real_draw, calls = AudioSampler.draw, []
 
-    def interrupted(self: AudioSampler, output: object) -> object:
+    def interrupted(self: AudioSampler, output: object, *random: object) -> object:
         calls.append(1)
         if len(calls) == 301:
             raise KeyboardInterrupt
-        return real_draw(self, output)  # type: ignore[arg-type]
+        return real_draw(self, output, *random)  # type: ignore[arg-type]
 
     monkeypatch.setattr(AudioSampler, "draw", interrupted)
     target = tmp_path / "short.wav"

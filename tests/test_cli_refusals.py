@@ -81,7 +81,7 @@ def test_sample_requests_that_cannot_be_written_are_refused_before_generating(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("generation started")
 
-    monkeypatch.setattr(generation, "autoregress", never)
+    monkeypatch.setattr(generation, "Autoregression", never)
     result = run(capsys, "sample", "jsb", *options)
     assert_one_error_line(result, message)
     assert not Path("/nonexistent").exists()

@@ -46,7 +46,7 @@ def test_export_stores_half_precision_weights_and_provenance(
     origin = demo.provenance
     assert origin["command"] == "sequnet train piano-small --data recordings --steps 2"
     assert origin["data"] == "four tones" and origin["seed"] == 0
-    assert set(origin["scores"]) == {"test"}  # an audio folder has no validation split
+    assert set(origin["scores"]) == {"valid", "test"}
     assert origin["metric"] == "bits per audio sample"
     monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "sequnet-home"))  # the trained run
     trained = find_run("piano-small").load_state("best")["weights"]
