@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Remake the demo models shipped in sequnet_cli/demo_checkpoints/ with `sequnet train` itself:
-# piano-small on the piano-render corpus (15 minutes of a 2-core CPU) and jsb (about 4), each
-# stored in half precision with its command, seed, data and scores (`sequnet export-demo`).
+# piano-small on the piano-render corpus (2,200 steps: about 15 minutes of a 2-core CPU) and jsb
+# (its preset's 200 epochs), each stored in half precision with its command, seed, data and scores (`sequnet export-demo`).
 #
 #   scripts/make_demos.sh [DATA]   DATA holds piano-render/ and polyphonic/ (default ../shared/data)
 #
@@ -13,8 +13,8 @@ SEQUNET_HOME=$(mktemp -d)
 export SEQUNET_DATA_DIR="$data/polyphonic"
 sequnet=${SEQUNET:-sequnet}
 
-piano="sequnet train piano-small --data piano-render --seed 0 --minutes 15"
-$sequnet train piano-small --data "$data/piano-render" --seed 0 --minutes 15
+piano="sequnet train piano-small --data piano-render --seed 0 --steps 2200 --threads 2"
+$sequnet train piano-small --data "$data/piano-render" --seed 0 --steps 2200 --threads 2
 $sequnet export-demo piano-small --command "$piano" \
     --data-name "piano-render: Piano-midi.de pieces rendered with the FluidR3 GM piano"
 

@@ -68,7 +68,7 @@ class Demo:
             preset=self.preset,
             model=self.config.model.name,
             task=self.config.task,
-            data=str(self.provenance["data"]),
+            data=self.config.data.dataset,
             epochs=int(self.training.get("epoch", 0)),
             steps=int(self.training.get("step", 0)),
             best_score=float(best) if isinstance(best, int | float) else None,
@@ -124,10 +124,14 @@ def export_demo(
     per split in `metric`. Returns the demo's path."""
     config, state = load_checkpoint_file(checkpoint)
     training = state.get("training", {})
+    stored = config.to_dict()
+    # The folder it was trained from exists only on the machine that made it: keep its name
+    # (`evaluate` then asks for --data), never a path of that machine.
+    stored["data"]["dataset"] = Path(config.data.dataset).name or config.data.dataset
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": config.to_dict(),
+        "config": stored,
         "weights": half_precision(state["weights"]),
         "training": {key: training.get(key) for key in ("epoch", "step", "best_score", "metric")},
         "provenance": {
