@@ -56,7 +56,10 @@ def test_export_stores_half_precision_weights_and_provenance(
 
 
 def test_sample_without_a_run_uses_the_demo_and_says_so(
-    capsys: pytest.CaptureFixture[str], shipped: Path, tmp_path: Path, recordings: Path
+    capsys: pytest.CaptureFixture[str],
+    shipped: Path,
+    tmp_path: Path,
+    recordings: Path,  # noqa: F811
 ) -> None:
     target = tmp_path / "demo.wav"
     result = succeed(capsys, "sample", "piano-small", "--steps", "300", "--out", str(target))
