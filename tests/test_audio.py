@@ -466,3 +466,20 @@ def test_audio_stats_tell_tone_from_silence_and_clipped_noise() -> None:
     assert loud["clipped_fraction"] == 1.0
     assert loud["spectral_centroid_hz"] == pytest.approx(RATE / 4, rel=0.1)
     assert audio_io.audio_stats(np.stack([noise, noise]), RATE) == pytest.approx(loud)
+
+
+def test_unreadable_audio_messages_fit_the_file(tmp_path: Path) -> None:
+    """A damaged FLAC is not told to become a FLAC; a missing file is called missing; one
+    sentence, no doubled periods."""
+    broken = tmp_path / "take.flac"
+    broken.write_bytes(b"fLaC but nothing else")
+    with pytest.raises(DataError) as damaged:
+        load_audio(broken)
+    assert "damaged" in str(damaged.value) and "convert" not in str(damaged.value)
+    assert ".." not in str(damaged.value) and ".;" not in str(damaged.value)
+    other = tmp_path / "take.xyz"
+    other.write_bytes(b"nothing")
+    with pytest.raises(DataError, match="convert it to WAV or FLAC"):
+        load_audio(other)
+    with pytest.raises(DataError, match="does not exist"):
+        load_audio(tmp_path / "missing.wav")

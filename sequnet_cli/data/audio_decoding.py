@@ -59,14 +59,20 @@ def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
     polyphase low-pass at the lower Nyquist), so content above it is removed, not aliased.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"audio file {path} does not exist; check the path")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
     except (sf.SoundFileError, RuntimeError, OSError) as exc:
-        raise DataError(
-            f"cannot read audio file {path}: {exc}. Remove it or convert it to WAV or FLAC."
-        ) from exc
+        reason = " ".join(str(exc).split()).rstrip(".")
+        fix = (
+            "it is damaged: replace it"
+            if path.suffix.lower() in (".wav", ".flac")
+            else ("convert it to WAV or FLAC")
+        )
+        raise DataError(f"cannot read audio file {path} ({reason}); {fix}") from exc
     if data.shape[0] == 0:
-        raise DataError(f"audio file {path} is empty (zero samples); remove it from the folder.")
+        raise DataError(f"audio file {path} is empty (zero samples); remove it")
     mono = data.mean(axis=1, dtype=np.float32)
     if rate != sample_rate:
         # Imported here: scipy.signal takes a second or two to import, which a worker process
