@@ -263,6 +263,9 @@ class DistributedTrainer(Trainer):
         states = self.cluster.gather(capture_rng())
         if self.cluster.first:
             self.run.save({**self.checkpoint(), "process_rng": states}, best=best)
+        # No rank goes on (or returns from its last save) before the checkpoint is on disk:
+        # whatever follows a finished run on any rank finds it there.
+        self.cluster.wait()
         self.saved_step = self.state.step
 
 
