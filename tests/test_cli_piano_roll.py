@@ -59,6 +59,23 @@ def test_threads_option_applies_to_training_only(
     assert (config["train"]["threads"], config["train"]["weight_decay"]) == (1, 0.01)
 
 
+def test_training_leaves_a_core_free_unless_told_otherwise(
+    capsys: pytest.CaptureFixture[str], midi_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On 2 cores, PyTorch's default (both) ran 27 times slower while another program kept a
+    # core busy; OMP_NUM_THREADS, when a user sets it, still decides.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert "on cpu (1 thread)" in train_tiny(capsys, midi_folder).replace("\n", "")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert "on cpu (2 threads)" in train_tiny(capsys, midi_folder).replace("\n", "")
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run_folders() -> list[Path]:
     from sequnet_cli.paths import runs_dir
 

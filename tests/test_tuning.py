@@ -98,6 +98,13 @@ def test_symbolic_presets_search_the_papers_space(preset: str) -> None:
         assert {"model.dropout", "model.kernel_size", "model.stages", "model.width"} <= set(ranges)
 
 
+@pytest.mark.parametrize("preset", ["nottingham", "musedata", "piano-midi"])
+def test_presets_trained_in_batches_search_the_batch_size(preset: str) -> None:
+    for space in load_preset(preset).spaces.values():
+        (batch,) = [searched for searched in space if searched.key == "train.batch_size"]
+        assert 16 in batch.choices
+
+
 def test_a_variant_adds_to_the_shared_space() -> None:
     spaces = load_preset("jsb").spaces
     assert "train.weight_decay" in [searched.key for searched in spaces["sequnet"]]
