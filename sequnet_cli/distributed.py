@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -133,6 +134,7 @@ def joined(device: torch.device) -> Iterator[Cluster]:
     store = dist.PrefixStore(f"sequnet/{next(_JOINS)}/", _torchrun_store(rank, world))
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, store=store, rank=rank, world_size=world)
+    announce_process(store, rank)
     try:
         group = dist.new_group(backend="gloo", timeout=WAITING)
         yield Cluster(rank, world, local_rank, device, group, store)
@@ -142,6 +144,33 @@ def joined(device: torch.device) -> Iterator[Cluster]:
 
 
 _JOINS = itertools.count()
+
+
+def announce_process(store: dist.Store, rank: int, pid: int | None = None) -> None:
+    """Put this rank's machine and process id in the store, so that another rank told to stop
+    can find out whether this one died first."""
+    store.set(f"process/{rank}", f"{_machine()} {pid or os.getpid()}")
+
+
+def _machine() -> str:
+    """This machine: its name and, on Linux, this boot (two containers may share a name)."""
+    boot = ""
+    with suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _ended(pid: int) -> bool:
+    """Whether process `pid` of this machine has ended (a zombie not yet reaped has too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    with suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return False
 
 
 def _torchrun_store(rank: int, world: int) -> dist.Store:
@@ -419,11 +448,31 @@ class _Report:
             if self.cluster is not None and self.cluster.store.check([ERROR_KEY]):
                 return self.cluster.store.get(ERROR_KEY).decode()
         if isinstance(error, Terminated):
+            # torchrun's agent stops the other ranks as soon as one dies, often before any
+            # collective operation has told them: a peer on this machine may have ended.
+            dead = self._ended_peer()
+            if dead is not None:
+                return f"{dead} stopped without saying why (killed, e.g. for lack of memory)"
             return "stopped by a termination signal (from torchrun, a job scheduler or kill)"
         return (
             "another process of the run stopped without saying why (killed, e.g. for lack of "
             "memory)"
         )
+
+    def _ended_peer(self) -> str | None:
+        """The first other rank on this machine whose process has ended ("process 1 of 2")."""
+        if self.cluster is None:
+            return None
+        machine = _machine()
+        for rank in range(self.cluster.world):
+            with suppress(RuntimeError, ValueError):  # the store may be gone with the launcher
+                key = f"process/{rank}"
+                if rank == self.rank or not self.cluster.store.check([key]):
+                    continue
+                where, pid = self.cluster.store.get(key).decode().rsplit(" ", 1)
+                if where == machine and _ended(int(pid)):
+                    return f"process {rank} of {self.cluster.world}"
+        return None
 
     def _kept(self) -> str:
         if self.run is None:

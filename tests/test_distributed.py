@@ -307,6 +307,25 @@ def test_a_rank_that_dies_ends_the_run_with_one_error_and_its_checkpoint_kept(
     assert last(folder)["training"]["step"] == 2  # the checkpoint of step 2, intact
 
 
+def test_a_rank_stopped_by_torchrun_names_a_peer_that_ended_first() -> None:
+    # torchrun's agent sends SIGTERM as soon as a rank dies, often before a collective
+    # operation could tell the survivors: they look for the ended process themselves.
+    import torch.distributed as dist
+
+    from sequnet_cli.distributed import Cluster, Terminated, _Report, announce_process
+
+    store = dist.HashStore()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    report = _Report(0)
+    report.cluster = Cluster(0, 2, 0, torch.device("cpu"), None, store)  # type: ignore[arg-type]
+    announce_process(store, 0)
+    announce_process(store, 1, os.getppid())  # a live process: the signal came from elsewhere
+    assert report._why(Terminated()).startswith("stopped by a termination signal")
+    announce_process(store, 1, ended.pid)
+    assert report._why(Terminated()).startswith("process 1 of 2 stopped without saying why")
+
+
 def test_ctrl_c_ends_every_rank_with_one_error_line(tmp_path: Path, recordings: Path) -> None:
     home = tmp_path / "home"
     command = [sys.executable, "-m", "sequnet_cli", "train", *AUDIO, "--data", str(recordings),
