@@ -29,17 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
-import signal
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 
 import torch
@@ -52,8 +47,9 @@ from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig, TrainConfig
 from sequnet_cli.console import TrainingDisplay, console, error_console, file_progress
 from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import DeviceError, SequnetError
+from sequnet_cli.errors import DeviceError
 from sequnet_cli.evaluation import batch_losses, score_losses
+from sequnet_cli.rank_failures import FailureReport, announce_process, signals_raised
 from sequnet_cli.tasks import WHOLE, Batch, Shard, Task, TaskData, task_for
 from sequnet_cli.training import Limits, Trainer, TrainingState, check_validation_data
 from sequnet_cli.training_step import TrainingStep
@@ -61,8 +57,6 @@ from sequnet_cli.training_step import TrainingStep
 # How long ranks wait for each other outside the training steps (the first rank of a machine
 # decoding a large audio folder into its cache, rank 0 writing a checkpoint).
 WAITING = timedelta(hours=6)
-ERROR_KEY = "sequnet/error"  # in torchrun's store: why a rank stopped, for rank 0 to say
-REPORTED = "SEQUNET_LAUNCHER_REPORT"  # a file rank 0 writes once it has said why a run stopped
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -144,33 +138,6 @@ def joined(device: torch.device) -> Iterator[Cluster]:
 
 
 _JOINS = itertools.count()
-
-
-def announce_process(store: dist.Store, rank: int, pid: int | None = None) -> None:
-    """Put this rank's machine and process id in the store, so that another rank told to stop
-    can find out whether this one died first."""
-    store.set(f"process/{rank}", f"{_machine()} {pid or os.getpid()}")
-
-
-def _machine() -> str:
-    """This machine: its name and, on Linux, this boot (two containers may share a name)."""
-    boot = ""
-    with suppress(OSError):
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return f"{socket.gethostname()}/{boot}"
-
-
-def _ended(pid: int) -> bool:
-    """Whether process `pid` of this machine has ended (a zombie not yet reaped has too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    with suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    return False
 
 
 def _torchrun_store(rank: int, world: int) -> dist.Store:
@@ -312,9 +279,9 @@ def train_run(
     """`sequnet_cli.training.train_run` as one rank of a torchrun-launched run."""
     if resume is not None:
         config = resume.config
-    report = _Report(int(os.environ["RANK"]))
-    with _signals_raised(), report.failures(), joined(device) as cluster:
-        report.cluster = cluster
+    report = FailureReport(int(os.environ["RANK"]))
+    with signals_raised(), report.failures(), joined(device) as cluster:
+        report.joined(cluster.store, cluster.world)
         threads = config.train.threads if cluster.device.type == "cpu" else 0
         with cpu_threads(threads):
             return _train(cluster, report, config, limits, data, data_dir, resume)
@@ -322,7 +289,7 @@ def train_run(
 
 def _train(
     cluster: Cluster,
-    report: _Report,
+    report: FailureReport,
     config: RunConfig,
     limits: Limits,
     data: Path | None,
@@ -372,131 +339,3 @@ def _run_folder(cluster: Cluster, config: RunConfig, resume: Run | None) -> Run:
         return resume
     path = cluster.broadcast(Run.create(config).path if cluster.first else None)
     return Run(path, config)
-
-
-# --- stopping --------------------------------------------------------------------------------
-
-
-class Terminated(BaseException):
-    """SIGTERM, which torchrun's agent sends the other ranks when one fails. A BaseException,
-    as KeyboardInterrupt is, so that no `except Exception` swallows it."""
-
-
-@contextmanager
-def _signals_raised() -> Iterator[None]:
-    """SIGTERM raises `Terminated`, so that a stopped rank can say why; restored after."""
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class _Report:
-    """Turns whatever stops a rank into one message: its own error, or why the others stopped.
-
-    A rank's own `SequnetError` is put in torchrun's store (and in torchrun's error file), so
-    that rank 0, finding the others gone, can say what happened instead of "connection closed";
-    rank 0 tells `--nproc`'s launcher that it has spoken (`REPORTED`), so that the launcher
-    does not say it again.
-    """
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-        self.cluster: Cluster | None = None
-        self.run: Run | None = None
-
-    @contextmanager
-    def failures(self) -> Iterator[None]:
-        try:
-            yield
-        except SequnetError as error:
-            self._publish(str(error))
-            self._tell_launcher()
-            raise
-        except (KeyboardInterrupt, Terminated, RuntimeError) as error:
-            if isinstance(error, RuntimeError) and not _lost_peer(error):
-                raise
-            # Once stopping, a second Ctrl-C or SIGTERM must not cut this message short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            self._tell_launcher()
-            raise SequnetError(f"{self._why(error)}; {self._kept()}") from None
-
-    def _publish(self, message: str) -> None:
-        _write_error_file(message)
-        if self.cluster is None:
-            return
-        text = f"process {self.rank} of {self.cluster.world}: {message}"
-        with suppress(RuntimeError, ValueError):  # the store may be gone with the launcher
-            self.cluster.store.compare_set(ERROR_KEY, "", text)  # the first error is the cause
-
-    def _tell_launcher(self) -> None:
-        path = os.environ.get(REPORTED)
-        if self.rank == 0 and path:
-            with suppress(OSError):
-                Path(path).write_text("rank 0 has reported why the run stopped")
-
-    def _why(self, error: BaseException) -> str:
-        if isinstance(error, KeyboardInterrupt):
-            return "interrupted"
-        with suppress(RuntimeError, ValueError):
-            if self.cluster is not None and self.cluster.store.check([ERROR_KEY]):
-                return self.cluster.store.get(ERROR_KEY).decode()
-        if isinstance(error, Terminated):
-            # torchrun's agent stops the other ranks as soon as one dies, often before any
-            # collective operation has told them: a peer on this machine may have ended.
-            dead = self._ended_peer()
-            if dead is not None:
-                return f"{dead} stopped without saying why (killed, e.g. for lack of memory)"
-            return "stopped by a termination signal (from torchrun, a job scheduler or kill)"
-        return (
-            "another process of the run stopped without saying why (killed, e.g. for lack of "
-            "memory)"
-        )
-
-    def _ended_peer(self) -> str | None:
-        """The first other rank on this machine whose process has ended ("process 1 of 2")."""
-        if self.cluster is None:
-            return None
-        machine = _machine()
-        for rank in range(self.cluster.world):
-            with suppress(RuntimeError, ValueError):  # the store may be gone with the launcher
-                key = f"process/{rank}"
-                if rank == self.rank or not self.cluster.store.check([key]):
-                    continue
-                where, pid = self.cluster.store.get(key).decode().rsplit(" ", 1)
-                if where == machine and _ended(int(pid)):
-                    return f"process {rank} of {self.cluster.world}"
-        return None
-
-    def _kept(self) -> str:
-        if self.run is None:
-            return "no run was started"
-        if not self.run.checkpoint_path("last").is_file():
-            return f"run {self.run.name} has no checkpoint yet"
-        return (
-            f"run {self.run.name} keeps its last checkpoint "
-            f"(continue with `sequnet train --resume {self.run.name}`)"
-        )
-
-
-def _write_error_file(message: str) -> None:
-    """Leave `message` where torchrun's agent looks for why a rank failed (its error file, in
-    the format of torch.distributed.elastic), for torchrun's report and `--nproc`'s."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    details = {"py_callstack": "", "timestamp": str(int(time.time()))}
-    with suppress(OSError):
-        Path(path).write_text(json.dumps({"message": {"message": message, "extraInfo": details}}))
-
-
-def _lost_peer(error: RuntimeError) -> bool:
-    """Whether `error` is a collective operation failing because another rank is gone: NCCL
-    raises a DistError, Gloo a RuntimeError naming its transport."""
-    return isinstance(error, dist.DistError) or "gloo" in str(error).lower()

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from sequnet_cli.distributed import REPORTED, launched
+from sequnet_cli.distributed import launched
 from sequnet_cli.errors import ConfigError, DeviceError, SequnetError
+from sequnet_cli.rank_failures import REPORTED
 
 
 def launch(processes: int, arguments: list[str], device: torch.device) -> int:

@@ -312,13 +312,13 @@ def test_a_rank_stopped_by_torchrun_names_a_peer_that_ended_first() -> None:
     # operation could tell the survivors: they look for the ended process themselves.
     import torch.distributed as dist
 
-    from sequnet_cli.distributed import Cluster, Terminated, _Report, announce_process
+    from sequnet_cli.rank_failures import FailureReport, Terminated, announce_process
 
     store = dist.HashStore()
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
-    report = _Report(0)
-    report.cluster = Cluster(0, 2, 0, torch.device("cpu"), None, store)  # type: ignore[arg-type]
+    report = FailureReport(0)
+    report.joined(store, 2)
     announce_process(store, 0)
     announce_process(store, 1, os.getppid())  # a live process: the signal came from elsewhere
     assert report._why(Terminated()).startswith("stopped by a termination signal")
