@@ -362,35 +362,42 @@ def test_clock_cycle(name: str, seed: int) -> None:
 # --- fixed-index streams and step programs (CUDA graphs) ------------------------------------
 
 
+def assert_same(actual: Tensor, expected: Tensor) -> None:
+    """The same numbers up to float64 rounding. A fixed-index step multiplies a gathered copy of
+    the window where a plain one multiplies a view of the buffer: bit for bit the same on most
+    CPUs, but a BLAS may pick another kernel for another address alignment (MKL does on AMD)."""
+    torch.testing.assert_close(actual, expected, **EXACT)
+
+
 @pytest.mark.parametrize(("name", "seed"), CASES)
-def test_fixed_index_streams_equal_plain_streams_exactly(name: str, seed: int) -> None:
-    # Positions held on the device instead of in Python: the same numbers, bit for bit.
+def test_fixed_index_streams_equal_plain_streams(name: str, seed: int) -> None:
+    # Positions held on the device instead of in Python: the same numbers.
     net, rng = make(name, seed)
     x = random_input(net, rng)
     plain, fixed = net.stream(x.shape[0]), net.stream(x.shape[0], fixed_index=True)
-    assert torch.equal(run_steps(fixed, x), run_steps(plain, x))
+    assert_same(run_steps(fixed, x), run_steps(plain, x))
     split = rng.randint(1, x.shape[-1])
-    assert torch.equal(fixed.prime(x[..., :split]), plain.prime(x[..., :split]))
+    assert_same(fixed.prime(x[..., :split]), plain.prime(x[..., :split]))
     if split < x.shape[-1]:
-        assert torch.equal(run_steps(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
+        assert_same(run_steps(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
     fixed.reset()
     plain.reset()
-    assert torch.equal(run_steps(fixed, x), run_steps(plain, x))
+    assert_same(run_steps(fixed, x), run_steps(plain, x))
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
-def test_step_programs_equal_plain_streams_exactly(name: str, seed: int) -> None:
+def test_step_programs_equal_plain_streams(name: str, seed: int) -> None:
     # What a CUDA graph replays, run eagerly: steps by kind, positions and feedback on the device.
     net, rng = make(name, seed)
     x = random_input(net, rng)
     expected = run_steps(net.stream(x.shape[0]), x)
-    assert torch.equal(run_program(net.stream(x.shape[0], fixed_index=True), x), expected)
+    assert_same(run_program(net.stream(x.shape[0], fixed_index=True), x), expected)
     split = rng.randint(1, x.shape[-1])
     if split < x.shape[-1]:
         plain, fixed = net.stream(x.shape[0]), net.stream(x.shape[0], fixed_index=True)
         plain.prime(x[..., :split])
         fixed.prime(x[..., :split])
-        assert torch.equal(run_program(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
+        assert_same(run_program(fixed, x[..., split:]), run_steps(plain, x[..., split:]))
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
@@ -407,7 +414,7 @@ def test_step_programs_replay_as_graphs(name: str, seed: int) -> None:
         stream.prime(x[..., :split])
         plain.prime(x[..., :split])
     replayed = run_program(stream, x[..., split:], capture=True)
-    assert torch.equal(replayed, run_steps(plain, x[..., split:]))
+    assert_same(replayed, run_steps(plain, x[..., split:]))
 
 
 @pytest.mark.usefixtures("emulated_graphs")
@@ -419,7 +426,7 @@ def test_the_graph_emulation_catches_positions_kept_in_python() -> None:
     stream = net.stream(x.shape[0])
     stream.fixed_index = True  # pretend, to get past the program's check
     expected = run_steps(net.stream(x.shape[0]), x)
-    assert not torch.equal(run_program(stream, x, capture=True), expected)
+    assert not torch.allclose(run_program(stream, x, capture=True), expected, **EXACT)
 
 
 @pytest.mark.parametrize(("name", "seed"), FEW_CASES)
