@@ -38,6 +38,25 @@ def _at_least(field: str, value: int, minimum: int = 1) -> None:
         raise ConfigValueError(field, f"must be at least {minimum}, got {value}")
 
 
+# Levels (Seq-U-Net), blocks (TCN) and layers (WaveNet) each double the receptive field: 24 of
+# them already reach millions of steps (minutes of 16 kHz audio), more than a training excerpt
+# can hold in memory, so a longer list is a mistake, refused before anything is built.
+MAX_DOUBLINGS = 24
+
+
+def _at_most_doublings(field: str, count: int, what: str, listed: bool = True) -> None:
+    """Refuse more than `MAX_DOUBLINGS` levels, blocks or layers (`what`), given as the length
+    of a list (`listed`) or as a number."""
+    if count > MAX_DOUBLINGS:
+        listing = f"list at most {MAX_DOUBLINGS} {what}"
+        limit = f"must {listing if listed else f'be at most {MAX_DOUBLINGS}'}"
+        raise ConfigValueError(
+            field,
+            f"{limit}, got {count} (each doubles the receptive field: {count} would span about "
+            f"2**{count - 1} steps)",
+        )
+
+
 def _widths(field: str, values: Sequence[int]) -> None:
     if not values or min(values) < 1:
         raise ConfigValueError(
@@ -67,6 +86,7 @@ class SeqUNetConfig:
 
     def __post_init__(self) -> None:
         _widths("channels", self.channels)
+        _at_most_doublings("channels", len(self.channels), "levels")
         _at_least("kernel_size", self.kernel_size, 2)  # the up-sampling needs two taps
         _dropout(self.dropout)
 
@@ -100,6 +120,7 @@ class ResidualSeqUNetConfig:
     def __post_init__(self) -> None:
         _at_least("channels", self.channels)
         _at_least("levels", self.levels)
+        _at_most_doublings("levels", self.levels, "levels", listed=False)
         _at_least("depth", self.depth)  # the bottleneck is `depth` layers
         _at_least("kernel_size", self.kernel_size, 2)
 
@@ -131,6 +152,7 @@ class TCNConfig:
 
     def __post_init__(self) -> None:
         _widths("channels", self.channels)
+        _at_most_doublings("channels", len(self.channels), "blocks")
         _at_least("kernel_size", self.kernel_size, 2)  # one tap would see no history at all
         _dropout(self.dropout)
 
@@ -168,6 +190,7 @@ class WaveNetConfig:
         _at_least("dilation_channels", self.dilation_channels)
         _at_least("skip_channels", self.skip_channels)
         _at_least("layers", self.layers)
+        _at_most_doublings("layers", self.layers, "layers", listed=False)
         _at_least("stacks", self.stacks)
         _at_least("kernel_size", self.kernel_size, 2)
 

@@ -178,13 +178,29 @@ def _note(record: dict[str, list[Signal]] | None, key: str, signal: Signal) -> N
 def receptive_field_of(plan: Callable[..., dict[str, list[int]]], blocks: int) -> int:
     """Inputs that can influence one output, maximised over the down-sampling phases.
 
-    `plan(first_output, clip=False)["h"][0]` is the earliest input an output needs; with
-    `blocks` down-sampling blocks the network is periodic in time with period 2**blocks, so
-    one period far from 0 covers all.
+    `first(t) = plan(t, clip=False)["h"][0]` is the earliest input output `t` needs. It never
+    decreases as `t` grows, and with `blocks` down-sampling blocks the network is periodic in
+    time: `first(t + 2**blocks) == first(t) + 2**blocks`. So the farthest reach,
+    `max(t - first(t)) + 1`, is at the last output of one of the runs of outputs that share a
+    `first`: the runs of one period are walked, each end found by bisection, in
+    O(runs * blocks**2) plan steps instead of the 2**blocks outputs of a period (a deep
+    network's period is astronomically long).
     """
     period = 1 << blocks
-    base = period * 1024
-    return max(t - plan(t, clip=False)["h"][0] + 1 for t in range(base, base + period))
+
+    def first(t: int) -> int:
+        return plan(t, clip=False)["h"][0]
+
+    reach, start = 0, 0
+    while start < period:
+        needed = first(start)
+        low, high = start, start + period  # first(high) > needed: the run ends in [low, high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if first(middle) <= needed else (low, middle)
+        reach = max(reach, low - needed + 1)
+        start = low + 1
+    return reach
 
 
 class SeqUNetStream(Stream):
