@@ -2,7 +2,8 @@
 
 Every `SequnetError` (and Ctrl-C, out-of-memory, unreadable files) raised below a command is
 turned into exactly one `error: ...` line on stderr and exit code 1 by `main`; every
-`SequnetWarning` into one `warning: ...` line. Commands import what they need when they run,
+`SequnetWarning` into one `warning: ...` line. SIGTERM is taken as Ctrl-C is
+(`sequnet_cli.interrupts`). Commands import what they need when they run,
 so `sequnet --help` and `sequnet --version` never import torch.
 
 The module is long only because every command declares its options here, typed and with help
@@ -11,6 +12,7 @@ text, as Typer wants; each command's body is a few lines that hand off.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ import typer
 from sequnet_cli import __version__
 from sequnet_cli.console import console, error_console, print_error, print_warning
 from sequnet_cli.errors import ConfigError, SequnetError, SequnetWarning
+from sequnet_cli.interrupts import sigterm_as_ctrl_c
 
 if TYPE_CHECKING:
     from sequnet_cli.bench.results import BenchResult
@@ -90,11 +93,25 @@ def train(
     model: ModelOption = None,
     set_: SetOption = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs (default: the preset's).")
+        int | None,
+        typer.Option(
+            help="Stop when the run has trained this many epochs in all, a resumed run's "
+            "earlier ones included; kept by the run (default: the preset's)."
+        ),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop when the run has taken this many optimizer steps in all, a resumed "
+            "run's earlier ones included; kept by the run (default: the preset's, if any)."
+        ),
+    ] = None,
     minutes: Annotated[
-        float | None, typer.Option(help="Stop after this many minutes of training.")
+        float | None,
+        typer.Option(
+            help="Stop after this many minutes of training by this command; not kept: a "
+            "later --resume without it trains on to the run's epochs and steps."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed (same seed, same result on a CPU).")
@@ -122,12 +139,14 @@ def train(
     from sequnet_cli import config as configs
     from sequnet_cli import distributed, launcher, training
     from sequnet_cli.devices import resolve_device
+    from sequnet_cli.limits import Limits, check_options
 
     distributed.quiet_unless_first()  # under torchrun, rank 0 alone speaks
     launcher.check_processes(nproc)
+    check_options({"epochs": epochs, "steps": steps, "minutes": minutes})
     overrides = list(set_ or [])
-    options = (("epochs", epochs), ("steps", steps), ("minutes", minutes), ("seed", seed))
-    for key, value in (*options, ("threads", threads)):
+    # Epochs and steps are the run's (its settings, counted in all); minutes this command's.
+    for key, value in (("epochs", epochs), ("steps", steps), ("seed", seed), ("threads", threads)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
     if data is not None:  # recorded in the run, so evaluate and sample find the same data
@@ -140,14 +159,20 @@ def train(
         raise ConfigError("name a preset to train (see `sequnet presets`), or --resume a run")
     else:
         run, config = None, configs.resolve(preset, model, overrides)
+    limits = Limits.of(config.train, epochs, steps, minutes)
+    if run is not None:
+        if not distributed.launched():  # under torchrun, rank 0 takes the lock for all ranks
+            run.lock.check_free()
+        training.check_training_left(run, limits)
     if nproc is not None and nproc > 1:
         found = str(run.path) if run is not None else None  # the ranks resume this very run
-        arguments = launcher.rank_arguments(preset, model, overrides, device, data_dir, found)
+        arguments = launcher.rank_arguments(
+            preset, model, overrides, device, data_dir, found, minutes
+        )
         code = launcher.launch(nproc, arguments, target)
         if code:
             raise typer.Exit(code)
         return
-    limits = training.Limits(config.train.epochs, config.train.steps, config.train.minutes)
     train_run = distributed.train_run if distributed.launched() else training.train_run
     run, state = train_run(config, limits, target, None, data_dir, run)
     console.print(
@@ -234,15 +259,46 @@ def tune(
 
 
 @app.command("runs")
-def list_runs_command() -> None:
+def list_runs_command(
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="Only this run (a name or folder), or the runs of this preset."),
+    ] = None,
+    model: ModelOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of a table.")
+    ] = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Print the training history of the run (of a preset: its newest) as CSV: "
+            "one row per validation.",
+        ),
+    ] = False,
+) -> None:
     """List training runs and their checkpoints, newest first, and the shipped demo models."""
     from sequnet_cli import checkpoints
-    from sequnet_cli.console import print_runs
+    from sequnet_cli.console import print_csv, print_json, print_runs
     from sequnet_cli.demos import list_demos
     from sequnet_cli.paths import runs_dir
 
-    demos = [demo.summary() for demo in list_demos()]
-    print_runs(checkpoints.list_runs(), runs_dir(), demos)
+    if history:
+        if ref is None:
+            raise ConfigError("--history needs a run: `sequnet runs RUN --history`")
+        print_csv(checkpoints.find_run(ref, model).history())
+        return
+    folder = runs_dir()
+    runs = checkpoints.matching_runs(checkpoints.list_runs(), ref, model)
+    demos = checkpoints.matching_runs([demo.summary() for demo in list_demos()], ref, model)
+    chosen, start = "", "sequnet train jsb"
+    if ref is not None and not any(run.name == ref for run in runs):
+        checkpoints.check_preset_or_run(ref)
+        chosen, start = f"of {ref} ", f"sequnet train {ref}"
+    if json_output:
+        print_json([summary.to_json() for summary in [*runs, *demos]])
+    else:
+        print_runs(runs, folder, demos, chosen, start)
 
 
 @app.command()
@@ -300,9 +356,18 @@ def evaluate(
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="--generation: random seed.")] = 0,
     no_capture: NoCaptureOption = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Score only the fixed excerpts validation scores (audio: a few seconds of "
+            "each split, an estimate) instead of every element of each split.",
+        ),
+    ] = False,
 ) -> None:
-    """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample; or, with
-    --generation, how generated clips drift from the data over time."""
+    """Score a trained model on whole splits: frame-wise NLL (piano roll) or bits per audio
+    sample, saying how much it scored; or, with --generation, how generated clips drift from
+    the data over time."""
     from sequnet_cli.devices import resolve_device
     from sequnet_cli.trained_model import load_model
 
@@ -317,15 +382,17 @@ def evaluate(
         print_stability(stability_report(trained, request, target, data, data_dir), json_output)
         return
     from sequnet_cli.console import print_scores
-    from sequnet_cli.evaluation import SPLITS, evaluate_model
+    from sequnet_cli.evaluation import SPLITS, evaluate_model, scores_document
 
     splits = list(split or SPLITS)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ConfigError(f"unknown split '{unknown[0]}'; use {', '.join(SPLITS)}")
     trained = load_model(ref, model, checkpoint, target)
-    scores = evaluate_model(trained, splits, target, data, data_dir)
-    print_scores(trained.header(), trained.task.metric_title, scores, json_output)
+    scores = evaluate_model(trained, splits, target, data, data_dir, whole=not quick)
+    document = scores_document(trained, scores, not quick) if json_output else None
+    what = "validation's fixed sample" if quick else "whole splits"
+    print_scores(trained.header(), trained.task.metric_title, scores, what, document)
 
 
 @app.command("export-demo", hidden=True)
@@ -353,7 +420,8 @@ def export_demo_command(
 
     cpu = torch.device("cpu")
     trained = load_model(str(find_run(ref).path), None, "best", cpu)  # a run, never a demo
-    scores = evaluate_model(trained, ["valid", "test"], cpu, None, data_dir)
+    scored = evaluate_model(trained, ["valid", "test"], cpu, None, data_dir)
+    scores = {score.split: score.value for score in scored}
     metric = trained.task.metric_title
     path = export_demo(trained.source, command, data_name, scores, metric, out)
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB; {scores})")
@@ -365,7 +433,12 @@ def sample(
     model: ModelOption = None,
     checkpoint: WhichOption = "best",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file, or a folder for several.")
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file, or a folder for several (a name ending in / is a folder).",
+        ),
     ] = None,
     count: Annotated[
         int, typer.Option("-n", "--count", help="How many outputs, generated as one batch.")
@@ -373,7 +446,9 @@ def sample(
     steps: Annotated[
         int | None, typer.Option(help="Length in frames (piano roll) or samples (audio).")
     ] = None,
-    seconds: Annotated[float | None, typer.Option(help="Length in seconds.")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Length in seconds (instead of --steps).")
+    ] = None,
     temperature: Annotated[
         float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")
     ] = 1.0,
@@ -388,11 +463,17 @@ def sample(
         typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer."),
     ] = False,
     tempo: Annotated[
-        float, typer.Option(help="Piano roll: tempo of the written MIDI in beats per minute.")
-    ] = 120.0,
+        float | None,
+        typer.Option(
+            help="Piano roll: tempo of the written MIDI in beats per minute [default: 120]."
+        ),
+    ] = None,
     program: Annotated[
-        int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="Piano roll: General MIDI program (0 = acoustic grand piano) [default: 0]."
+        ),
+    ] = None,
     play: Annotated[
         bool,
         typer.Option(
@@ -409,10 +490,12 @@ def sample(
 ) -> None:
     """Generate music with a trained model through its stream; writes MIDI or WAV."""
     from sequnet_cli.devices import resolve_device
-    from sequnet_cli.generation import SampleRequest, generate
+    from sequnet_cli.generation import DEFAULT_TEMPO, SampleRequest, generate
 
+    asked = {"tempo": tempo, "program": program}  # options that only some models use
     request = SampleRequest(
-        out=out,
+        out=Path(out) if out is not None else None,
+        out_folder=out is not None and out.endswith(("/", os.sep)),
         count=count,
         steps=steps,
         seconds=seconds,
@@ -420,8 +503,9 @@ def sample(
         seed=seed,
         primer=primer,
         keep_primer=not no_primer_in_output,
-        tempo=tempo,
-        program=program,
+        tempo=tempo if tempo is not None else DEFAULT_TEMPO,
+        program=program if program is not None else 0,
+        asked=frozenset(name for name, value in asked.items() if value is not None),
         play=play,
         capture=not no_capture,
         threads=threads,
@@ -517,7 +601,7 @@ def _show_bench(result: BenchResult, json_output: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user-caused failures into one line."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), sigterm_as_ctrl_c():
         warnings.simplefilter("always", SequnetWarning)
         warnings.showwarning = _show_warning(warnings.showwarning)
         _run(argv)

@@ -3,9 +3,11 @@
 A run is a folder `<preset>-<model>-<YYYYmmdd-HHMMSS>` (a search trial's:
 `<study>-trial<N>-...`) under `runs_dir()` (with the data's name
 after the model when it trained on the user's own files) holding `config.json` (the resolved
-`RunConfig`, written at the start and rewritten when a resume changes a setting) and two
+`RunConfig`, written at the start and rewritten when a resume changes a setting), two
 checkpoints, `last.pt` (the latest state, to resume) and `best.pt` (the best validation score, to
-evaluate and sample). A folder without a checkpoint (a run killed before its first one) is listed
+evaluate and sample), `.lock` (`sequnet_cli.run_lock`: which process trains it) and, once
+`sequnet evaluate` has scored a checkpoint on whole splits, `scores.json` (by checkpoint: the
+step it was scored at, and its score and predicted elements per split). A folder without a checkpoint (a run killed before its first one) is listed
 but never chosen for a preset name. A checkpoint is a `torch.save`d dict of tensors and plain
 Python values only, so it loads with `torch.load(weights_only=True)` and can never run code; it
 carries its own copy of the config, so a `.pt` file alone is enough to rebuild the model. Every
@@ -19,6 +21,9 @@ better), `optimizer` (its state dict), `training` (`sequnet_cli.training.Trainin
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
 (`capture_rng()`), `data_generator` (the state of the generator drawing training batches), and
 for a run of several processes `process_rng` (each process's `capture_rng()`, by rank).
+
+The module is long because it is the one place of the run folder's format: the folder, its
+checkpoints, the scores kept beside them, and finding and summarising runs.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import json
 import pickle
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,15 +43,17 @@ import numpy as np
 import torch
 
 from sequnet_cli.config import RunConfig, list_presets
-from sequnet_cli.errors import CheckpointError, ConfigError, warn
+from sequnet_cli.errors import CheckpointError, ConfigError, WriteError, warn
 from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import runs_dir
+from sequnet_cli.run_lock import LOCK_FILE, RunLock
 
 FORMAT_VERSION = 2
 # Version 1 stored convolution kernels time-major, `(out, K, in)`; version 2 stores them as
 # PyTorch's convolutions do, `(out, in, K)`. Version 1 files are converted when read.
 READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
+SCORES_FILE = "scores.json"
 Which = Literal["best", "last"]
 _TIME_FORMAT = "%Y%m%d-%H%M%S"
 _NAME_PATTERN = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
@@ -68,6 +76,28 @@ class RunSummary:
     size_bytes: int
     path: Path
     checkpoints: tuple[str, ...] = ()  # the readable ones, of "best" and "last"
+    test_score: float | None = None  # of the evaluated model, on the whole test split
+    demo: bool = False  # a model shipped with sequnet
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain JSON values (`sequnet runs --json`)."""
+        return {
+            "name": self.name,
+            "preset": self.preset,
+            "model": self.model,
+            "task": self.task,
+            "data": self.data,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "best_valid": self.best_score,
+            "test": self.test_score,
+            "metric": self.metric.removeprefix("valid "),
+            "created": self.created.isoformat(),
+            "size_bytes": self.size_bytes,
+            "path": str(self.path),
+            "checkpoints": list(self.checkpoints),
+            "demo": self.demo,
+        }
 
 
 class Run:
@@ -77,6 +107,7 @@ class Run:
         self.path = path
         self.config = config  # a resume may change its training settings
         self._stored = config  # what `config.json` holds
+        self.lock = RunLock(path)  # held by the process that trains the run
 
     @property
     def name(self) -> str:
@@ -113,10 +144,21 @@ class Run:
         if any(self.checkpoint_path(which).exists() for which in ("best", "last")):
             return
         (self.path / CONFIG_FILE).unlink(missing_ok=True)
+        (self.path / LOCK_FILE).unlink(missing_ok=True)  # the discarding process holds it
         try:
             self.path.rmdir()
         except OSError:
             pass  # something else was put there: leave it
+
+    @contextmanager
+    def held(self) -> Iterator[Run]:
+        """The run, held by this process for the block (`sequnet_cli.run_lock`): a
+        `RunInUseError` naming the holder when another process has it."""
+        self.lock.acquire()
+        try:
+            yield self
+        finally:
+            self.lock.release()
 
     @classmethod
     def open(cls, path: Path) -> Run:
@@ -187,6 +229,7 @@ class Run:
             readable.append(which)
             training = training or state.get("training", {})
         best = training.get("best_score")
+        tested = self.recorded_scores("best", int(training.get("best_step", -1)))
         return RunSummary(
             name=self.name,
             preset=self.config.preset,
@@ -201,7 +244,49 @@ class Run:
             size_bytes=sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
             path=self.path,
             checkpoints=tuple(readable),
+            test_score=tested.get("test"),
         )
+
+    def record_scores(
+        self, which: Which, step: int, scores: Mapping[str, float], counts: Mapping[str, int]
+    ) -> None:
+        """Keep what `sequnet evaluate` found for checkpoint `which` of step `step` (scores and
+        predicted elements per split, whole splits); a run that cannot be written is left as
+        it is (the scores were shown; keeping them is a convenience)."""
+        recorded = self._scores()
+        entry: dict[str, Any] = {"step": step, "scores": dict(scores), "predicted": dict(counts)}
+        previous = recorded.get(which, {})
+        if previous.get("step") == step:  # other splits of the same weights stay
+            entry["scores"] = {**previous.get("scores", {}), **entry["scores"]}
+            entry["predicted"] = {**previous.get("predicted", {}), **entry["predicted"]}
+        encoded = json.dumps({**recorded, which: entry}, indent=2).encode()
+        with suppress(WriteError):
+            atomic_write(self.path / SCORES_FILE, lambda file: file.write(encoded))
+
+    def recorded_scores(self, which: Which, step: int) -> dict[str, float]:
+        """The scores `record_scores` kept for checkpoint `which` at step `step`, by split."""
+        entry = self._scores().get(which, {})
+        if not isinstance(entry, dict) or entry.get("step") != step:
+            return {}  # none, or of weights the checkpoint no longer holds
+        scores = entry.get("scores", {})
+        return {split: float(value) for split, value in scores.items()}
+
+    def _scores(self) -> dict[str, Any]:
+        try:
+            recorded = json.loads((self.path / SCORES_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def history(self) -> list[dict[str, float]]:
+        """The validations of the run, oldest first, from its newest readable checkpoint."""
+        for which in ("last", "best"):
+            path = self.checkpoint_path(which)
+            if path.is_file():
+                with suppress(CheckpointError):
+                    history = _read_checkpoint(path, "cpu", mmap=True).get("training", {})
+                    return list(history.get("history", []))
+        raise CheckpointError(self._missing("last"))
 
 
 class NoRunError(CheckpointError):
@@ -214,8 +299,8 @@ def find_run(ref: str, model: str | None = None, which: Which | None = None) -> 
     path = Path(ref).expanduser()
     if (path / CONFIG_FILE).is_file():
         return Run.open(path)
-    if (runs_dir() / ref / CONFIG_FILE).is_file():
-        return Run.open(runs_dir() / ref)
+    if (runs_dir(create=False) / ref / CONFIG_FILE).is_file():
+        return Run.open(runs_dir(create=False) / ref)
     preset = path.stem if ref.endswith(".toml") else ref
     runs = [
         run
@@ -236,15 +321,13 @@ def _no_run_message(
 ) -> str:
     """Why no run of `preset` qualifies, and the command that makes one."""
     if not runs and not ref.endswith(".toml") and preset not in list_presets():
-        return (
-            f"no run named '{ref}' and no preset '{preset}'; see `sequnet runs` for your runs "
-            "and `sequnet presets` for the presets"
-        )
+        return _unknown(ref, preset)
     of = f"preset '{preset}'" + (f" with model '{model}'" if model else "")
     command = f"sequnet train {ref}" + (f" --model {model}" if model else "")
     if which == "best" and any(run.checkpoint_path("last").is_file() for run in runs):
         return f"no run of {of} has a best.pt yet; use --checkpoint last, or `{command}`"
-    return f"no run of {of} has a checkpoint in {runs_dir()}; train one first with `{command}`"
+    folder = runs_dir(create=False)
+    return f"no run of {of} has a checkpoint in {folder}; train one first with `{command}`"
 
 
 def list_runs() -> list[RunSummary]:
@@ -256,6 +339,42 @@ def list_runs() -> list[RunSummary]:
         except CheckpointError as error:
             warn(f"run {run.name}: {error}")
     return sorted(summaries, key=lambda summary: _sort_key(summary.path), reverse=True)
+
+
+def matching_runs(
+    summaries: Sequence[RunSummary], ref: str | None, model: str | None = None
+) -> list[RunSummary]:
+    """The summaries `ref` names: one run (by name or folder), else the runs of a preset (by
+    name, or a preset file's); all of them for None. `model`: only that model variant."""
+    chosen = [s for s in summaries if model is None or s.model == model]
+    if ref is None:
+        return chosen
+    folder = Path(ref).expanduser().resolve()
+    named = [s for s in chosen if s.name == ref or s.path.resolve() == folder]
+    if named:
+        return named
+    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    return [s for s in chosen if s.preset == preset]
+
+
+def check_preset_or_run(ref: str) -> None:
+    """Refuse (`NoRunError`) a name that is neither a run nor a preset, nor the preset of
+    some run (a search study labels its trials' runs with its name)."""
+    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    if (
+        preset in list_presets()
+        or ref.endswith(".toml")
+        or any(run.config.preset == preset for run in _all_runs())
+    ):
+        return
+    raise NoRunError(_unknown(ref, preset))
+
+
+def _unknown(ref: str, preset: str) -> str:
+    return (
+        f"no run named '{ref}' and no preset '{preset}'; see `sequnet runs` for your runs "
+        "and `sequnet presets` for the presets"
+    )
 
 
 def load_checkpoint_file(
@@ -312,11 +431,9 @@ def _read_checkpoint(
             f"{path} is not a readable sequnet checkpoint; it may be truncated or damaged: "
             "use the run's other checkpoint (--checkpoint best or last) or retrain"
         ) from error
-    except Exception as error:  # truncated zips, garbage: many types
-        reason = str(error).splitlines()[0].strip() if str(error) else ""
+    except Exception as error:  # truncated zips, garbage: many types, worded for developers
         raise CheckpointError(
-            f"{path} is not a readable sequnet checkpoint ({type(error).__name__}"
-            f"{': ' + reason.rstrip('.') if reason else ''}); it may be truncated or damaged: "
+            f"{path} is not a readable sequnet checkpoint: it is truncated or damaged; "
             "use the run's other checkpoint (--checkpoint best or last) or retrain"
         ) from error
     if not isinstance(state, dict) or "format_version" not in state:
@@ -380,8 +497,11 @@ def _to_plain(value: Any) -> Any:
 
 def _all_runs() -> list[Run]:
     """Every run folder with a readable config; others are skipped with a warning."""
+    folder = runs_dir(create=False)
+    if not folder.is_dir():
+        return []
     runs = []
-    for path in sorted(runs_dir().iterdir()):
+    for path in sorted(folder.iterdir()):
         if not (path / CONFIG_FILE).is_file():
             continue
         try:

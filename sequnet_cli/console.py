@@ -8,6 +8,8 @@ stability reports); each piece is short.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -46,14 +49,21 @@ def print_warning(message: str) -> None:
 
 
 def _progress() -> Progress:
-    """A transient progress bar with a free-text statistics column."""
+    """A transient progress bar with a free-text statistics column; drawn only on a terminal
+    (elsewhere it would leave a blank line in the output, which may be a JSON document)."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     ]
-    return Progress(*columns, TextColumn("{task.fields[stats]}"), console=console, transient=True)
+    return Progress(
+        *columns,
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 class TrainingDisplay:
@@ -70,6 +80,7 @@ class TrainingDisplay:
         self.task_id: Any = None
         self.steps, self.items, self.started = 0, 0, 0.0
         self.epoch = 0
+        self.told_validation = False
 
     def __enter__(self) -> Self:
         console.print(f"[bold]{self.title}[/]")
@@ -99,8 +110,12 @@ class TrainingDisplay:
         )
         self.progress.update(self.task_id, advance=1, stats=stats)
 
-    def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
+    def end_epoch(self, train: float, score: float, best: float, lr: float, scored: str) -> None:
+        """After a validation; `scored`: what it predicted, said once ("64,000 samples ...")."""
         seconds = max(time.monotonic() - self.started, 1e-9)
+        if not self.told_validation:
+            self.progress.console.print(f"validation scores {scored}, the same each time")
+            self.told_validation = True
         self.progress.console.print(
             f"epoch {self.epoch:>3}  train {self.metric} {train:.4f}  valid {self.metric} "
             f"{score:.4f}  best {best:.4f}  lr {lr:.3g}  {self.items / seconds:,.0f} "
@@ -123,7 +138,7 @@ class QuietTrainingDisplay(TrainingDisplay):
     def advance(self, train: float, items: int, lr: float) -> None:
         pass
 
-    def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
+    def end_epoch(self, train: float, score: float, best: float, lr: float, scored: str) -> None:
         pass
 
 
@@ -224,7 +239,8 @@ def file_progress(description: str) -> Iterator[FileProgressCallback]:
         TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"),
     ]
-    with Progress(*columns, console=console, transient=True) as progress:
+    drawn = console.is_terminal  # elsewhere a bar would leave a blank line in the output
+    with Progress(*columns, console=console, transient=True, disable=not drawn) as progress:
         task_id = progress.add_task(description, total=None, count="", stats="")
 
         def update(
@@ -245,11 +261,36 @@ def file_progress(description: str) -> Iterator[FileProgressCallback]:
         yield update
 
 
+@contextmanager
+def count_progress(description: str, unit: str) -> Iterator[Callable[[int], None]]:
+    """A transient count of elements done, with their rate and the time elapsed; the callable
+    it yields is told how many more are done."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,.0f} " + unit),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+    ]
+    drawn = console.is_terminal  # elsewhere it would leave a blank line in the output
+    with Progress(*columns, console=console, transient=True, disable=not drawn) as progress:
+        task_id = progress.add_task(description, total=None, stats="")
+        started = time.monotonic()
+
+        def advance(count: int) -> None:
+            done = progress.tasks[0].completed + count
+            rate = done / max(time.monotonic() - started, 1e-9)
+            progress.update(task_id, advance=count, stats=f"{rate:,.0f} {unit}/s")
+
+        yield advance
+
+
 class RunRow(Protocol):
     """What `print_runs` shows of a run."""
 
     @property
     def name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
     @property
     def data(self) -> str: ...
     @property
@@ -258,6 +299,8 @@ class RunRow(Protocol):
     def steps(self) -> int: ...
     @property
     def best_score(self) -> float | None: ...
+    @property
+    def test_score(self) -> float | None: ...
     @property
     def metric(self) -> str: ...
     @property
@@ -268,37 +311,96 @@ class RunRow(Protocol):
     def checkpoints(self) -> tuple[str, ...]: ...
 
 
-def print_runs(runs: Sequence[RunRow], folder: Path, demos: Sequence[RunRow] = ()) -> None:
+def print_runs(
+    runs: Sequence[RunRow],
+    folder: Path,
+    demos: Sequence[RunRow] = (),
+    chosen: str = "",
+    start: str = "sequnet train jsb",
+) -> None:
     """The `sequnet runs` table: the user's runs, then the demo models shipped with sequnet. A
-    run's name says its preset, model, data (when it is the user's own) and creation time, so
-    those are not repeated; it is never cut short."""
+    run's name says its preset, model, data (when it is the user's own) and creation time; it is
+    never cut short. `chosen`: which runs these are ("of preset jsb "), if not all; `start`: the
+    command that makes one. The test score is the one `sequnet evaluate` found for the run's
+    best checkpoint, when it has scored it."""
     if not runs:
-        console.print(f"no runs yet in {folder}; start one with `sequnet train jsb`")
+        console.print(f"no runs {chosen}yet in {folder}; start one with `{start}`")
         if not demos:
             return
-    title = f"runs in {folder}" if runs else "demo models shipped with sequnet"
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    table.add_column("run", no_wrap=True)
-    table.add_column("data", overflow="fold")
-    for column in ("epochs", "steps", "best valid", "size"):
-        table.add_column(column, justify="right", overflow="fold")
-    for run in [*runs, *demos]:
-        table.add_row(
-            run.name,
-            Path(run.data).name or run.data,  # a benchmark key, or the folder or file's name
-            str(run.epochs),
-            f"{run.steps:,}",
-            _best_cell(run),
-            f"{run.size_bytes / 2**20:.1f} MiB",
-        )
+    title = f"runs {chosen}in {folder}" if runs else "demo models shipped with sequnet"
+    rows = [*runs, *demos]
+    table = _runs_table(rows, title, ("model", "data"))
+    if not console.is_terminal:  # a file or a pipe: lines as long as the table, never folded
+        width = max(_natural_width(table), console.width)
+        Console(file=console.file, width=width, highlight=False).print(table)
+        return
+    # On a narrow terminal, the run's name says its model, and its data when it is the user's.
+    for names in (("model",), ()):
+        if _natural_width(table) <= console.width:
+            break
+        table = _runs_table(rows, title, names)
     console.print(table)
 
 
-def _best_cell(run: RunRow) -> str:
-    """The best validation score, or why there is none: the run is empty (stopped before its
-    first checkpoint, so never picked for its preset), or its checkpoint is not validated."""
+def _natural_width(table: Table) -> int:
+    """The width `table` takes when nothing of it is folded or cut."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum
+
+
+def _runs_table(rows: Sequence[RunRow], title: str, names: tuple[str, ...]) -> Table:
+    """The runs as a table, with the columns `names` (of model and data) after the name."""
+    metrics = {run.metric.removeprefix("valid ") for run in rows if run.metric}
+    unit = metrics.pop() if len(metrics) == 1 else ""  # said once, in the headers
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("run", no_wrap=True)
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for column in ("epochs", "steps", f"best valid {unit}", f"test {unit}", "size"):
+        table.add_column(column.strip(), justify="right", no_wrap=True)
+    for run in rows:
+        own = "" if unit else f" {run.metric.removeprefix('valid ')}".rstrip()
+        named = {"model": run.model, "data": Path(run.data).name or run.data}
+        table.add_row(
+            run.name,
+            *(named[name] for name in names),
+            str(run.epochs),
+            f"{run.steps:,}",
+            _best_cell(run, own),
+            "-" if run.test_score is None else f"{run.test_score:.4f}{own}",
+            _size(run.size_bytes),
+        )
+    return table
+
+
+def _size(count: int) -> str:
+    mebibytes = count / 2**20
+    return f"{mebibytes:.0f} MiB" if mebibytes >= 10 else f"{mebibytes:.1f} MiB"
+
+
+def print_json(document: object) -> None:
+    """One JSON document on stdout, as it is (no markup, no wrapping)."""
+    console.print(json.dumps(document, indent=2), markup=False, highlight=False, soft_wrap=True)
+
+
+def print_csv(rows: Sequence[Mapping[str, object]]) -> None:
+    """Rows as CSV on stdout, a header first; the columns are every key, in the order they
+    first appear."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    console.out(text.getvalue().rstrip("\n"), highlight=False)
+
+
+def _best_cell(run: RunRow, unit: str) -> str:
+    """The best validation score (and `unit`), or why there is none: the run is empty (stopped
+    before its first checkpoint, so never picked for its preset), or its checkpoint is not
+    validated."""
     if run.best_score is not None:
-        return f"{run.best_score:.4f} {run.metric.removeprefix('valid ')}"
+        return f"{run.best_score:.4f}{unit}"
     return "unvalidated" if run.checkpoints else "empty"
 
 
@@ -325,24 +427,40 @@ def print_presets(presets: Sequence[PresetRow]) -> None:
     console.print(table)
 
 
-def print_scores(
-    header: Mapping[str, str], metric: str, scores: Mapping[str, float], as_json: bool
-) -> None:
-    """The `sequnet evaluate` result: a table, or JSON.
+class ScoreRow(Protocol):
+    """What `print_scores` shows of one split."""
 
-    `header`: `preset`, `model`, `architecture` and `checkpoint` (shown as the caption).
+    @property
+    def split(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def amount(self) -> str: ...  # what was scored, in words
+
+
+def print_scores(
+    header: Mapping[str, str],
+    metric: str,
+    scores: Sequence[ScoreRow],
+    what: str,
+    document: Mapping[str, Any] | None = None,
+) -> None:
+    """The `sequnet evaluate` result: a table, or (given) its JSON `document`.
+
+    `header`: `preset`, `model`, `architecture` and `checkpoint` (shown as the caption);
+    `what`: what each split's figure covers ("whole splits").
     """
-    if as_json:
-        document = {**header, "metric": metric, "scores": dict(scores)}
-        console.print_json(json.dumps(document))
+    if document is not None:
+        print_json(document)
         return
     table = Table(title=f"{header['preset']} / {header['model']}: {metric}")
     table.add_column("split")
     table.add_column(metric, justify="right")
-    for split, score in scores.items():
-        table.add_row(split, f"{score:.4f}")
+    table.add_column(f"scored ({what})", justify="right")
+    for score in scores:
+        table.add_row(score.split, f"{score.value:.4f}", score.amount)
     console.print(table)
-    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True, markup=False)
 
 
 class TrialRow(Protocol):
@@ -396,9 +514,10 @@ def _trial_table(
     if notes:
         table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
     for row, line in zip(rows, cells, strict=True):
-        style = _STATE_STYLES.get(row.state)
-        state = f"[{style}]{row.state}[/]" if style else row.state
-        table.add_row(line[0], state, *line[2:], *([row.note] if notes else []))
+        # Styled text, not markup: nothing here is ever parsed, or shown as brackets.
+        state = Text(row.state, style=_STATE_STYLES.get(row.state, ""))
+        note = [Text(row.note)] if notes else []
+        table.add_row(Text(line[0]), state, *(Text(cell) for cell in line[2:]), *note)
     return table
 
 
@@ -427,18 +546,24 @@ class StudyDisplay:
 
     def __init__(self, title: str, keys: Sequence[str], metric: str) -> None:
         self.title, self.keys, self.metric = title, list(keys), metric
+        # Redrawn only on a terminal; elsewhere (a log, a pipe) the lines of `finished` tell.
+        self.drawing = console.is_terminal
         self.live = Live(console=console, transient=True, refresh_per_second=2)
 
     def __enter__(self) -> Self:
-        console.print(f"[bold]{self.title}[/]", soft_wrap=True)
-        self.live.__enter__()
+        console.print(Text(self.title, style="bold"), soft_wrap=True)
+        if self.drawing:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)  # type: ignore[arg-type]
+        if self.drawing:
+            self.live.__exit__(*exc)  # type: ignore[arg-type]
 
     def update(self, rows: Sequence[TrialRow], caption: str) -> None:
-        self.live.update(_trial_table(rows, self.keys, self.metric, "", caption), refresh=True)
+        if self.drawing:
+            table = _trial_table(rows, self.keys, self.metric, "", caption)
+            self.live.update(table, refresh=True)
 
     def finished(self, row: TrialRow) -> None:
         settings = "  ".join(f"{key} {row.params.get(key, '-')}" for key in self.keys)

@@ -76,6 +76,8 @@ class Demo:
             created=datetime.fromisoformat(str(self.provenance["made"])),
             size_bytes=self.path.stat().st_size,
             path=self.path,
+            test_score=self.provenance.get("scores", {}).get("test"),
+            demo=True,
         )
 
     def weights(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -16,10 +16,15 @@ rank; Gloo on the CPU), which averages the gradients over the ranks in every ste
 - Output: rank 0 alone makes the run folder and writes `config.json`, the checkpoints, the live
   display and the summary; the other ranks print nothing. An audio cache is built by the first
   rank of each machine while the others wait, then memory-mapped by all of them.
-- Stopping: `--steps` and `--epochs` stop every rank at the same step; `--minutes` stops all of
-  them at the first rank's limit. Ctrl-C, a failing rank or a rank that dies ends every rank
-  (torchrun's agent stops the others) with one `error:` line from rank 0, saying why; the last
-  checkpoint is left intact (files are written atomically).
+- Stopping: the ranks agree after every step whether to go on: `--steps` and `--epochs` stop
+  every rank at the same step, `--minutes` all of them at the first rank's limit, and Ctrl-C or
+  SIGTERM (from the user, a job scheduler, or torchrun's agent passing either on) at the first
+  rank to receive it: they save a resumable checkpoint together and end with one `error:` line
+  from rank 0. A failing rank or a rank that dies ends every rank (torchrun's agent stops the
+  others) with one `error:` line from rank 0, saying why; the last checkpoint is left intact
+  (files are written atomically).
+- Ownership: rank 0 holds the run's lock (`sequnet_cli.run_lock`) for all ranks; a run another
+  process holds is refused on every rank with the same message.
 - Resume: a checkpoint holds every rank's random state; `--resume` with the same number of
   processes continues exactly, with another number it continues from the same step, weights,
   optimizer and data stream.
@@ -31,7 +36,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,15 +48,22 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from models import CausalNetwork
+from sequnet_cli import interrupts
 from sequnet_cli.checkpoints import Run, capture_rng, restore_rng
 from sequnet_cli.config import RunConfig, TrainConfig
 from sequnet_cli.console import TrainingDisplay, console, error_console, file_progress
 from sequnet_cli.devices import cpu_threads, describe
-from sequnet_cli.errors import DeviceError
+from sequnet_cli.errors import DeviceError, SequnetError, StoppedError
 from sequnet_cli.evaluation import batch_losses, score_losses
+from sequnet_cli.limits import Limits
 from sequnet_cli.rank_failures import FailureReport, announce_process, signals_raised
 from sequnet_cli.tasks import WHOLE, Batch, Shard, Task, TaskData, task_for
-from sequnet_cli.training import Limits, Trainer, TrainingState, check_validation_data
+from sequnet_cli.training import (
+    PeriodCallback,
+    Trainer,
+    TrainingState,
+    check_validation_data,
+)
 from sequnet_cli.training_step import TrainingStep
 
 # How long ranks wait for each other outside the training steps (the first rank of a machine
@@ -107,9 +119,13 @@ class Cluster:
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` is true on some rank."""
-        tensor = torch.tensor([int(flag)])
+        return bool(self.most(int(flag)))
+
+    def most(self, value: int) -> int:
+        """The largest of every rank's `value`."""
+        tensor = torch.tensor([value])
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
-        return bool(tensor.item())
+        return int(tensor.item())
 
     def wait(self) -> None:
         """Wait until every rank is here."""
@@ -215,11 +231,21 @@ class ShardedData:
     ) -> Iterator[Batch]:
         return self.data.batches(split, batch_size, generator, skip, self.shard)
 
+    def scored_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        return self.data.scored_batches(split, batch_size)
+
     def epoch_batches(self, batch_size: int) -> int:
         return self.data.epoch_batches(batch_size * self.shard.world)
 
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         return self.data.epoch_generator(seed, epoch, running)
+
+
+class StopAgreed(Exception):
+    """Every rank has learnt that one was told to stop (Ctrl-C, SIGTERM) after the same step."""
+
+
+GO_ON, LIMIT, STOP = 0, 1, 2  # what a rank says after a step; the ranks take the largest
 
 
 class DistributedTrainer(Trainer):
@@ -229,23 +255,48 @@ class DistributedTrainer(Trainer):
         self, run: Run, network: CausalNetwork, task: Task, data: TaskData, cluster: Cluster
     ) -> None:
         self.cluster = cluster
+        self.stop_signals: list[int] = []  # Ctrl-C or SIGTERM received during `fit`
         super().__init__(run, network, task, ShardedData(data, cluster.shard), cluster.device)
 
     def _make_step(self) -> TrainingStep:
         return DistributedTrainingStep(self.network, self.task, self.config, self.cluster)
 
-    def _limit_reached(self, limits: Limits) -> bool:
-        reached = super()._limit_reached(limits)
-        # Steps and epochs are counted alike by every rank; their clocks differ a little.
-        return self.cluster.any(reached) if limits.minutes else reached
+    def fit(
+        self, limits: Limits, display: TrainingDisplay, on_period: PeriodCallback | None = None
+    ) -> TrainingState:
+        """`Trainer.fit`, with Ctrl-C and SIGTERM recorded rather than raised, so that the
+        ranks stop together after a step (`StopAgreed`) instead of each where it was."""
+        with interrupts.deferred(raise_after=False) as self.stop_signals:
+            return super().fit(limits, display, on_period)
 
-    def _score(self, network: CausalNetwork) -> float:
-        """The validation figure of all ranks' batches, summed in the single-process order."""
+    def _uninterrupted(self) -> AbstractContextManager[object]:
+        return nullcontext()  # the whole of `fit` is
+
+    def _limit_reached(self, limits: Limits) -> bool:
+        # Steps and epochs are counted alike by every rank; their clocks and the signals they
+        # receive differ, so they agree after every step.
+        said = STOP if self.stop_signals else LIMIT if super()._limit_reached(limits) else GO_ON
+        agreed = self.cluster.most(said)
+        if agreed == STOP:
+            raise StopAgreed()
+        return agreed == LIMIT
+
+    def keep_interrupted(self) -> str:
+        """Every rank saves the steps done since the last checkpoint together (rank 0 writes);
+        before the first step, rank 0 removes the run it made."""
+        if self.saved_step is None and self.state.step == 0 and not self.cluster.first:
+            return "interrupted before the first training step; nothing was written"
+        return super().keep_interrupted()
+
+    def _score(self, network: CausalNetwork) -> tuple[float, int]:
+        """The validation figure of all ranks' batches, summed in the single-process order,
+        and the elements they predicted."""
         batch_size = self.config.batch_size
         mine = batch_losses(network, self.task, self.data, "valid", batch_size, self.device)
         parts = self.cluster.gather(mine)  # rank r scored batches r, r + world, ...
         world, count = self.cluster.world, sum(len(part) for part in parts)
-        return score_losses(self.task, [parts[i % world][i // world] for i in range(count)])
+        losses = [parts[i % world][i // world] for i in range(count)]
+        return score_losses(self.task, losses), sum(items for _, items in losses)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
         super().resume(checkpoint)
@@ -304,18 +355,37 @@ def _train(
     task_data = _open_data(cluster, task, network.receptive_field, data, data_dir)
     check_validation_data(task_data)
     run = report.run = _run_folder(cluster, config, resume)
+    try:
+        return run, _fit(cluster, run, network, task, task_data, limits, resume)
+    finally:
+        run.lock.release()  # held by rank 0
+
+
+def _fit(
+    cluster: Cluster,
+    run: Run,
+    network: CausalNetwork,
+    task: Task,
+    task_data: TaskData,
+    limits: Limits,
+    resume: Run | None,
+) -> TrainingState:
     trainer = DistributedTrainer(run, network, task, task_data, cluster)
     if resume is not None:
         trainer.resume(resume.load_state("last", map_location=cluster.device))
     parameters = sum(p.numel() for p in network.parameters())
     each = "one GPU" if cluster.device.type == "cuda" else describe(cluster.device)
     title = (
-        f"{config.preset} / {config.model.name} ({config.model.architecture}, {parameters:,} "
-        f"parameters, receptive field {network.receptive_field}) on {cluster.world} processes "
-        f"({each} each, batch {cluster.world} x {config.train.batch_size}) -> {run.path}"
+        f"{run.config.preset} / {run.config.model.name} ({run.config.model.architecture}, "
+        f"{parameters:,} parameters, receptive field {network.receptive_field}) on "
+        f"{cluster.world} processes ({each} each, batch {cluster.world} x "
+        f"{run.config.train.batch_size}) -> {run.path}"
     )
-    with TrainingDisplay(task.unit, task.metric, title) as display:
-        return run, trainer.fit(limits, display)
+    try:
+        with TrainingDisplay(task.unit, task.metric, title) as display:
+            return trainer.fit(limits, display)
+    except StopAgreed:
+        raise StoppedError(trainer.keep_interrupted()) from None
 
 
 def _open_data(
@@ -334,8 +404,19 @@ def _open_data(
 
 
 def _run_folder(cluster: Cluster, config: RunConfig, resume: Run | None) -> Run:
-    """The run: rank 0 makes its folder, the other ranks only learn where it is."""
-    if resume is not None:
-        return resume
-    path = cluster.broadcast(Run.create(config).path if cluster.first else None)
-    return Run(path, config)
+    """The run: rank 0 makes its folder (or finds the resumed one) and holds it, the other
+    ranks only learn where it is, or why rank 0 could not have it."""
+    path, refusal = None, None
+    if cluster.first:
+        try:
+            run = resume or Run.create(config)
+            run.lock.acquire()
+            path = str(run.path)
+        except SequnetError as error:
+            refusal = str(error)
+    path, refusal = cluster.broadcast((path, refusal))
+    if refusal is not None:
+        raise SequnetError(refusal)
+    if cluster.first:
+        return run
+    return resume or Run(Path(path), config)

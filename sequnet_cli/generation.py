@@ -34,12 +34,13 @@ from sequnet_cli.autoregression import Autoregression
 from sequnet_cli.checkpoints import Which
 from sequnet_cli.console import GenerationDisplay, console, print_warning
 from sequnet_cli.devices import check_memory
-from sequnet_cli.errors import ConfigError, DeviceError, SequnetError, WriteError
+from sequnet_cli.errors import ConfigError, DataError, DeviceError, SequnetError, WriteError
 from sequnet_cli.tasks import Task
 from sequnet_cli.trained_model import TrainedModel, load_model
 
 # MIDI stores a beat's length in microseconds in 24 bits: no slower tempo can be written.
 TEMPO_RANGE = (4.0, 1000.0)
+DEFAULT_TEMPO = 120.0
 MIDI_PROGRAMS = 128
 SEEDS = 2**64  # what a torch.Generator accepts
 PREBUFFER_FLOOR = 0.25  # seconds of audio queued before live playback starts, at least
@@ -51,6 +52,7 @@ class SampleRequest:
     """What the user asked `sequnet sample` for."""
 
     out: Path | None = None
+    out_folder: bool = False  # `out` was written as a folder (a trailing slash)
     count: int = 1
     steps: int | None = None
     seconds: float | None = None
@@ -58,8 +60,9 @@ class SampleRequest:
     seed: int = 0
     primer: Path | None = None
     keep_primer: bool = True
-    tempo: float = 120.0
+    tempo: float = DEFAULT_TEMPO
     program: int = 0
+    asked: frozenset[str] = frozenset()  # the options of some kinds of model given: "tempo"
     play: bool = False
     capture: bool = True  # on CUDA: run the step and the draw as CUDA graphs
     threads: int = 1  # CPU threads for the steps
@@ -68,6 +71,11 @@ class SampleRequest:
         """Refuse impossible requests before any model is loaded."""
         if self.count < 1:
             raise ConfigError(f"-n must be at least 1, got {self.count}")
+        if self.steps is not None and self.seconds is not None:
+            raise ConfigError(
+                "give the length with --steps or with --seconds, not both "
+                f"(--steps {self.steps}, --seconds {self.seconds:g})"
+            )
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
@@ -143,13 +151,26 @@ class Plan:
         """The plan of `request` for `trained`; a `ConfigError` (or `DataError` for the primer,
         `DeviceError` for memory) before anything is generated."""
         task = trained.task
+        unused = sorted(request.asked - task.sample_options)
+        if unused:
+            raise ConfigError(
+                f"--{unused[0]} does not apply to this model ({task.name}, written as "
+                f"{task.output_suffixes[0]} files); leave it out"
+            )
         steps = task.generation_steps(request.steps, request.seconds, request.tempo)
         if steps < 1:
             raise ConfigError(
                 f"--seconds {request.seconds:g} is shorter than one of the model's {task.unit}; "
                 "ask for a longer sample"
             )
-        primer = task.read_primer(request.primer) if request.primer is not None else None
+        primer = None
+        if request.primer is not None:
+            if request.primer.is_dir():
+                raise DataError(
+                    f"the primer {request.primer} is a folder; give one file to continue "
+                    f"(e.g. a {task.output_suffixes[0]} file)"
+                )
+            primer = task.read_primer(request.primer)
         kept = primer if request.keep_primer else None
         elements = request.count * (steps + (len(kept) if kept is not None else 0))
         what = f"{steps:,} {task.unit}"
@@ -160,7 +181,9 @@ class Plan:
             "ask for fewer --steps or --seconds, or a smaller -n",
         )
         stem = f"{trained.config.preset}-sample"
-        paths = output_paths(request.out, request.count, stem, task.output_suffixes)
+        paths = output_paths(
+            request.out, request.count, stem, task.output_suffixes, request.out_folder
+        )
         return cls(steps, primer, kept, paths)
 
 
@@ -312,15 +335,23 @@ def _play(task: Task, outputs: np.ndarray, plan: Plan, live: LivePlayback | None
         raise SequnetError(f"playback stopped; {written} written") from None
 
 
-def output_paths(out: Path | None, count: int, stem: str, suffixes: tuple[str, ...]) -> list[Path]:
+def output_paths(
+    out: Path | None,
+    count: int,
+    stem: str,
+    suffixes: tuple[str, ...],
+    folder_asked: bool = False,
+) -> list[Path]:
     """Where the outputs go, checked before anything is generated: one file (`out`, or
     `./<stem><suffix>`), numbered files beside `out` for several, or numbered files in the
     folder `out` (made when they are written; its parent must exist, as a file's folder must).
+    `out` is a folder when it is one, has no suffix, or was given with a trailing slash
+    (`folder_asked`), whatever dots its name has.
     """
     if out is None:
         out = Path(f"{stem}{suffixes[0]}") if count == 1 else Path(stem)
     out = out.expanduser()
-    if out.is_dir() or not out.suffix:
+    if out.is_dir() or not out.suffix or folder_asked:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file; give a folder for several outputs")
         paths = [out / f"{stem}-{i + 1}{suffixes[0]}" for i in range(count)]

@@ -146,12 +146,16 @@ def rank_arguments(
     device: str | None,
     data_dir: Path | None,
     resume: str | None,
+    minutes: float | None = None,
 ) -> list[str]:
-    """The `sequnet train` arguments each rank of `--nproc` gets: the same run, as resolved."""
+    """The `sequnet train` arguments each rank of `--nproc` gets: the same run, as resolved
+    (its epochs and steps are in `overrides`), and the command's `--minutes`."""
     arguments = [preset] if preset is not None and resume is None else []
     for option, value in (("--model", model), ("--device", device), ("--resume", resume)):
         if value is not None:
             arguments += [option, value]
+    if minutes is not None:
+        arguments += ["--minutes", repr(minutes)]
     if data_dir is not None:
         arguments += ["--data-dir", str(data_dir.expanduser().resolve())]
     for override in overrides:

@@ -12,15 +12,19 @@ from sequnet_cli.errors import WriteError
 APP_NAME = "sequnet"
 
 
-def user_data_dir() -> Path:
-    """The folder for runs, checkpoints, caches and downloads (`SEQUNET_HOME` overrides)."""
+def user_data_dir(create: bool = True) -> Path:
+    """The folder for runs, checkpoints, caches and downloads (`SEQUNET_HOME` overrides);
+    made and checked writable unless `create` is False (reading needs neither)."""
     override = os.environ.get("SEQUNET_HOME")
     path = Path(override).expanduser() if override else Path(platformdirs.user_data_dir(APP_NAME))
-    return _folder(path)
+    return _folder(path) if create else path
 
 
-def runs_dir() -> Path:
-    """One sub-folder per training run."""
+def runs_dir(create: bool = True) -> Path:
+    """One sub-folder per training run. `create=False`: where the runs are, for finding and
+    reading them, without making the folder (it may not exist) or needing to write there."""
+    if not create:
+        return user_data_dir(create=False) / "runs"
     return _folder(user_data_dir() / "runs")
 
 

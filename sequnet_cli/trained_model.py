@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
-from sequnet_cli.checkpoints import NoRunError, Which, find_run, load_checkpoint_file
+from sequnet_cli.checkpoints import NoRunError, Run, Which, find_run, load_checkpoint_file
 from sequnet_cli.config import RunConfig, list_presets, resolve
 from sequnet_cli.demos import Demo, find_demo, list_demos
 from sequnet_cli.devices import build_within_memory
@@ -34,6 +34,8 @@ class TrainedModel:
     training: dict[str, Any]  # the checkpoint's training state (epoch, step, history, ...)
     source: Path
     demo: Demo | None = None  # the shipped demo this model is, if it is one
+    run: Run | None = None  # the run it comes from, if it does
+    which: Which = "best"  # which of the run's checkpoints
 
     def header(self) -> dict[str, str]:
         """What a report says about the model: preset, model, architecture, checkpoint."""
@@ -62,7 +64,8 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
     """The `which` ('best' or 'last') checkpoint of `ref`, on `device`, in eval mode; the
     shipped demo of a preset the user has no run of."""
     path = Path(ref).expanduser()
-    demo = None
+    demo: Demo | None = None
+    run: Run | None = None
     if path.suffix == ".pt":
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} does not exist")
@@ -98,7 +101,8 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
             f"{source} does not hold weights for {config.model.architecture}: {error}"
         ) from error
     network = network.to(device).eval()
-    return TrainedModel(config, task, network, dict(state.get("training", {})), source, demo)
+    training = dict(state.get("training", {}))
+    return TrainedModel(config, task, network, training, source, demo, run, which)
 
 
 def missing_model(ref: str, model: str | None, reason: str) -> str:

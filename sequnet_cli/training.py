@@ -8,22 +8,22 @@ With a weight average (`train.ema`), every validation scores both the trained we
 their average and keeps whichever is better, so the saved model never validates worse than the
 trained weights at the same step, however short the run.
 
-A run ends cleanly at whichever limit comes first (epochs, optimizer steps, minutes) with a
-checkpoint, or when the caller's per-period callback asks (`sequnet tune` prunes so). Checkpoints are written atomically after every epoch. Ctrl-C lets the step in
-progress finish, then saves the steps done since the last checkpoint, so an interrupted run
-always leaves a resumable `last.pt` (or, before its first step, no run at all). Resuming is
-exact: the order of an epoch's batches comes from a generator seeded by (seed, epoch), batches
-already done are skipped, and every random state is restored.
+A run ends cleanly at whichever limit comes first (`sequnet_cli.limits`: epochs and optimizer
+steps of the whole run, minutes of this command) with a checkpoint, or when the caller's
+per-period callback asks (`sequnet tune` prunes so). Checkpoints are written atomically after every epoch. Ctrl-C or SIGTERM lets the
+step in progress finish, then saves the steps done since the last checkpoint, so an
+interrupted run always leaves a resumable `last.pt` (or, before its first step, no run at all).
+Resuming is exact: the order of an epoch's batches comes from a generator seeded by (seed,
+epoch), batches already done are skipped, and every random state is restored. The process that
+trains a run holds its lock (`sequnet_cli.run_lock`) until it ends.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,21 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
+from sequnet_cli import interrupts
 from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
 from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
 from sequnet_cli.devices import build_within_memory, cpu_threads, describe, training_threads
-from sequnet_cli.errors import CheckpointError, ConfigError, DataError, SequnetError, StoppedError
-from sequnet_cli.evaluation import evaluate_split
+from sequnet_cli.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    SequnetError,
+    StoppedError,
+    WriteError,
+)
+from sequnet_cli.evaluation import amount, batch_losses, score_losses
+from sequnet_cli.limits import Limits
 from sequnet_cli.paths import runs_dir
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
@@ -82,15 +91,6 @@ class TrainingState:
 PeriodCallback = Callable[["TrainingState"], bool]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Whichever comes first ends the run (0 = no limit for steps and minutes)."""
-
-    epochs: int
-    steps: int = 0
-    minutes: float = 0.0
-
-
 class Trainer:
     """Trains one run's network on its task's data, checkpointing into the run folder."""
 
@@ -105,6 +105,7 @@ class Trainer:
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
+        self.seconds_before = 0.0  # the run's training time when `fit` began
 
     def _make_step(self) -> TrainingStep:
         return TrainingStep(self.network, self.task, self.config)
@@ -128,7 +129,8 @@ class Trainer:
         """Train until a limit is reached (or `on_period` says stop); returns the final state
         (the checkpoint is written)."""
         started, base = time.monotonic(), self.state.seconds
-        stop = False
+        self.seconds_before = base  # `--minutes` counts this command's training
+        stop = self._limit_reached(limits)  # nothing to do for a run that has reached one
         while self.state.epoch < limits.epochs and not stop:
             batches = self.data.epoch_batches(self.config.batch_size)
             self.state.epoch_batches = batches
@@ -151,9 +153,11 @@ class Trainer:
         return self.state
 
     def _limit_reached(self, limits: Limits) -> bool:
-        if limits.steps and self.state.step >= limits.steps:
-            return True
-        return bool(limits.minutes) and self.state.seconds >= 60 * limits.minutes
+        return limits.reached(self.state, self.seconds_before) is not None
+
+    def _uninterrupted(self) -> AbstractContextManager[object]:
+        """A unit of work that Ctrl-C or SIGTERM waits for (then KeyboardInterrupt)."""
+        return interrupts.deferred()
 
     def _epoch_steps(self) -> Iterator[tuple[float, int]]:
         """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
@@ -164,9 +168,10 @@ class Trainer:
         done = self.state.batch  # batches of this epoch finished before a resume
         batches = self.data.batches("train", self.config.batch_size, generator, skip=done)
         while True:
-            # Drawing a batch and stepping on it is one unit: Ctrl-C lands before or after it,
-            # so the weights, the random states and the counters a checkpoint saves agree.
-            with _ctrl_c_deferred():
+            # Drawing a batch and stepping on it is one unit: Ctrl-C or SIGTERM lands before or
+            # after it, so the weights, the random states and the counters a checkpoint saves
+            # agree.
+            with self._uninterrupted():
                 batch = next(batches, None)
                 if batch is None:
                     return
@@ -185,7 +190,7 @@ class Trainer:
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
-        score, scores = self._validate()
+        score, scores, count = self._validate()
         improved = score < self.state.best_score
         if improved:
             self.state.best_score, self.state.best_step = score, self.state.step
@@ -197,30 +202,36 @@ class Trainer:
                 "train": train,
                 "valid": score,
                 **scores,
+                "valid_count": count,  # the elements validation predicts (audio: a sample)
                 "lr": self.state.lr,
             }
         )
         if epoch_done:
             self._schedule(score)
-        display.end_epoch(train, score, self.state.best_score, self.state.lr)
+        scored = f"{amount(self.task, count)} of the valid split"
+        display.end_epoch(train, score, self.state.best_score, self.state.lr, scored)
         self.save(best=improved)
 
-    def _validate(self) -> tuple[float, dict[str, float]]:
-        """The kept model's validation score, and both scores when there is a weight average.
+    def _validate(self) -> tuple[float, dict[str, float], int]:
+        """The kept model's validation score, both scores when there is a weight average, and
+        the elements validation predicts.
 
         The average is kept only while it validates at least as well as the trained weights:
         early in a run, or after a jump in the learning rate, it lags behind them.
         """
-        trained = self._score(self.network)
+        trained, count = self._score(self.network)
         if self.averaged is None:
-            return trained, {}
-        averaged = self._score(self.averaged.module)
+            return trained, {}, count
+        averaged, _ = self._score(self.averaged.module)
         self.state.kept_average = averaged <= trained
-        return min(trained, averaged), {"valid_trained": trained, "valid_averaged": averaged}
+        scores = {"valid_trained": trained, "valid_averaged": averaged}
+        return min(trained, averaged), scores, count
 
-    def _score(self, network: CausalNetwork) -> float:
+    def _score(self, network: CausalNetwork) -> tuple[float, int]:
+        """The validation score of `network` and the elements it predicted."""
         batch = self.config.batch_size
-        return evaluate_split(network, self.task, self.data, "valid", batch, self.device)
+        losses = batch_losses(network, self.task, self.data, "valid", batch, self.device)
+        return score_losses(self.task, losses), sum(items for _, items in losses)
 
     def _schedule(self, score: float) -> None:
         previous = [entry["valid"] for entry in self.state.history[:-1]][-self.config.patience :]
@@ -243,9 +254,22 @@ class Trainer:
         return self.network
 
     def save(self, best: bool) -> None:
-        """Write `last.pt` (and `best.pt`), atomically."""
-        self.run.save(self.checkpoint(), best=best)
+        """Write `last.pt` (and `best.pt`), atomically; a failed write names the checkpoint
+        the run keeps."""
+        try:
+            self.run.save(self.checkpoint(), best=best)
+        except WriteError as error:
+            raise WriteError(f"{error}; {self._kept_after_failure()}") from error
         self.saved_step = self.state.step
+
+    def _kept_after_failure(self) -> str:
+        name = self.run.name
+        if self.saved_step is None:
+            return f"run {name} has no checkpoint yet"
+        return (
+            f"run {name} keeps its checkpoint of step {self.saved_step:,}: continue it with "
+            f"`sequnet train --resume {name}`"
+        )
 
     def checkpoint(self) -> dict[str, Any]:
         """The state a checkpoint holds (see `sequnet_cli.checkpoints`)."""
@@ -291,22 +315,6 @@ def check_validation_data(data: TaskData) -> None:
         )
 
 
-@contextmanager
-def _ctrl_c_deferred() -> Iterator[None]:
-    """Ctrl-C inside the block takes effect when the block is done (KeyboardInterrupt then)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only
-        return
-    pressed: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-    if pressed:
-        raise KeyboardInterrupt
-
-
 def resumed_run(ref: str, model: str | None, overrides: list[str]) -> Run:
     """The run `ref` names (its newest with a `last.pt`, for a preset) with `--set`-style
     `overrides` of its training settings applied (its next checkpoint stores them, and
@@ -332,6 +340,12 @@ def resumed_run(ref: str, model: str | None, overrides: list[str]) -> Run:
         ) from error
     run.config = apply_overrides(run.config, overrides)  # stored with the next checkpoint
     return run
+
+
+def check_training_left(run: Run, limits: Limits) -> None:
+    """Refuse to resume `run` when it has reached one of `limits` already."""
+    state = TrainingState(**run.load_state("last")["training"])
+    limits.check_left(run.name, state)
 
 
 def train_run(
@@ -361,13 +375,16 @@ def train_run(
     runs_dir()  # an unwritable SEQUNET_HOME is refused before the data is read
     threads = training_threads(config.train.threads) if device.type == "cpu" else 0
     with cpu_threads(threads):
-        try:
-            task, network, task_data = _prepare(config, device, data, data_dir, quiet)
-        except KeyboardInterrupt:
-            kept = f"run {resume.name} is unchanged" if resume else "nothing was written"
-            raise StoppedError(f"interrupted before training started; {kept}") from None
-        run = resume or Run.create(config, label)
-        return _train(run, limits, device, task, network, task_data, resume, on_period, quiet)
+        if resume is not None:
+            with resume.held():  # before its data is read: another process may train it
+                task, network, task_data = _prepare(config, device, data, data_dir, quiet, resume)
+                return _train(
+                    resume, limits, device, task, network, task_data, resume, on_period, quiet
+                )
+        task, network, task_data = _prepare(config, device, data, data_dir, quiet, resume)
+        run = Run.create(config, label)
+        with run.held():
+            return _train(run, limits, device, task, network, task_data, resume, on_period, quiet)
 
 
 def _prepare(
@@ -376,8 +393,23 @@ def _prepare(
     data: Path | None,
     data_dir: Path | None,
     quiet: bool = False,
+    resume: Run | None = None,
 ) -> tuple[Task, CausalNetwork, TaskData]:
     """The run's task, its freshly initialised network and its data."""
+    try:
+        return _prepared(config, device, data, data_dir, quiet)
+    except KeyboardInterrupt:
+        kept = f"run {resume.name} is unchanged" if resume else "nothing was written"
+        raise StoppedError(f"interrupted before training started; {kept}") from None
+
+
+def _prepared(
+    config: RunConfig,
+    device: torch.device,
+    data: Path | None,
+    data_dir: Path | None,
+    quiet: bool,
+) -> tuple[Task, CausalNetwork, TaskData]:
     torch.manual_seed(config.train.seed)
     task = task_for(config)
     copies = 5 if config.train.ema > 0 else 4  # weights, gradients, two moments, average

@@ -88,7 +88,7 @@ def test_runs_on_other_data_are_named_after_it_and_sampling_says_which(
 ) -> None:
     train(capsys, chorales, "--epochs", "1")
     listing = succeed(capsys, "runs").out
-    assert re.search(r"jsb-sequnet-chorales-\d{8}-\d{6} +chorales ", listing)
+    assert re.search(r"jsb-sequnet-chorales-\d{8}-\d{6} +sequnet +chorales ", listing)
     sampled = succeed(capsys, "sample", "jsb", "--steps", "4", "--out", str(tmp_path / "a.mid"))
     assert f"data {chorales}" in sampled.out
 

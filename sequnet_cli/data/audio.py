@@ -102,6 +102,21 @@ class AudioSplit:
         """The same `count` excerpts for the same seed, int64 `(count, length)`; for evaluation."""
         return self.random_excerpts(count, length, torch.Generator().manual_seed(seed))
 
+    def covering_excerpts(self, context: int, targets: int) -> Iterator[np.ndarray]:
+        """Excerpts that hold every sample of the split once as a target: each file's samples in
+        consecutive runs of `targets` (the last run of a file shorter), each run after the
+        `context` samples before it, `SILENCE_CODE` before the file's start (as a training
+        excerpt of a file shorter than itself has). uint8 `(context + n,)`, file by file."""
+        for start, length in zip(self.starts.tolist(), self.lengths.tolist(), strict=True):
+            for first in range(0, length, targets):
+                end = min(first + targets, length)  # the run's targets: file samples first..end
+                excerpt = np.full(context + end - first, SILENCE_CODE, dtype=np.uint8)
+                begin = max(first - context, 0)
+                excerpt[excerpt.shape[0] - (end - begin) :] = self.samples[
+                    start + begin : start + end
+                ]
+                yield excerpt
+
     def _gather(self, file_index: np.ndarray, offsets: np.ndarray, length: int) -> torch.Tensor:
         """Copy excerpts out of the memory map, right-aligned, into int64 `(B, length)`."""
         out = np.full((len(file_index), length), SILENCE_CODE, dtype=np.uint8)

@@ -121,6 +121,12 @@ class TaskData(Protocol):
         """
         ...
 
+    def scored_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """Batches that predict every element of the split once, each from its whole receptive
+        field (what `sequnet evaluate` scores); the evaluation batches of `batches`, which
+        validation scores, may be a fixed sample of them."""
+        ...
+
     def epoch_batches(self, batch_size: int) -> int:
         """Optimizer steps in one training epoch at `batch_size` examples per step (all
         processes together)."""
@@ -193,6 +199,7 @@ class Task(Protocol):
     in_channels: int
     out_channels: int
     sample_rate: int | None  # elements per second of real time, when fixed (audio)
+    sample_options: frozenset[str]  # options of `sample` its outputs use beyond all tasks'
 
     def build_network(self) -> CausalNetwork:
         """The run's network with the task's input and output widths."""

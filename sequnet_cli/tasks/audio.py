@@ -4,8 +4,9 @@ Samples (256 classes) go in and a distribution over the 256 classes comes out, t
 run's `AudioCoding` (one-hot in and a softmax out, as in the paper, unless the preset chooses
 otherwise). Training excerpts are `receptive field + excerpt_targets` samples long; the loss is
 the cross-entropy of the last `excerpt_targets` samples, computed in valid mode, and the metric
-is bits per audio sample. An "epoch" is `eval_every` (else 500) random batches; evaluation uses
-fixed, seeded excerpts. Samples are written as 16-bit WAV.
+is bits per audio sample. An "epoch" is `eval_every` (else 500) random batches; validation
+scores fixed, seeded excerpts (`train.eval_batches` batches of them), `sequnet evaluate` every
+sample of a split. Samples are written as 16-bit WAV.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 DEFAULT_SECONDS = 2.0  # generated when neither --steps nor --seconds is given
 DEFAULT_STEPS_PER_EPOCH = 500
 EVALUATION_SEED = 1234  # the fixed evaluation excerpts
+# A whole split is scored in excerpts of at least this many receptive fields of targets, so
+# that the context computed again for each excerpt costs at most 1 / this of the work.
+EVALUATION_CONTEXTS = 2
 REFERENCE_WINDOWS = 600  # seconds of test audio the stability report compares with, at most
 
 
@@ -51,6 +55,7 @@ class AudioTask:
     metric_title = "bits per audio sample"
     unit = "samples"
     output_suffixes = (".wav",)
+    sample_options: frozenset[str] = frozenset()
     generated_bytes = 64  # the codes, the waveform and its statistics, in several dtypes
 
     def __init__(self, config: RunConfig) -> None:
@@ -310,6 +315,26 @@ class AudioData:
         for index, start in enumerate(range(0, codes.shape[0], batch_size)):
             if shard.takes(index):
                 yield self.task.collate(codes[start : start + batch_size], self.targets)
+
+    def scored_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """Every sample of the split predicted once from its whole receptive field (the samples
+        before a file's start are silence, see `AudioSplit.covering_excerpts`), in valid mode,
+        `batch_size` excerpts at a time (a file's last, shorter one with those of its length).
+        """
+        context = self.length - self.targets  # the receptive field
+        targets = max(self.targets, EVALUATION_CONTEXTS * context)
+        waiting: dict[int, list[np.ndarray]] = {}  # excerpts by length, until a batch is full
+        for excerpt in self.corpus.split(split).covering_excerpts(context, targets):
+            group = waiting.setdefault(excerpt.shape[0], [])
+            group.append(excerpt)
+            if len(group) == batch_size:
+                yield self._scored_batch(waiting.pop(excerpt.shape[0]), context)
+        for group in waiting.values():
+            yield self._scored_batch(group, context)
+
+    def _scored_batch(self, excerpts: list[np.ndarray], context: int) -> Batch:
+        codes = torch.from_numpy(np.stack(excerpts)).long()  # as training excerpts come
+        return self.task.collate(codes, codes.shape[1] - context)
 
     def epoch_batches(self, batch_size: int) -> int:
         return self.steps_per_epoch

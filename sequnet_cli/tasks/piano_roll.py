@@ -49,6 +49,7 @@ class PianoRollTask:
     metric_title = "NLL (nats/frame)"
     unit = "frames"
     output_suffixes = (".mid", ".midi")
+    sample_options = frozenset({"tempo", "program"})  # of the written MIDI
     generated_bytes = 1024  # the roll, its copies while writing, and the MIDI notes
     in_channels = out_channels = PITCHES
     sample_rate = None  # frames have no fixed rate: they follow the beat
@@ -276,6 +277,10 @@ class PianoRollData:
             else:  # the last step has fewer pieces than processes: this one still takes part
                 empty = self.collate([pieces[order[start]]])
                 yield Batch(empty.x, empty.target, torch.zeros_like(empty.mask))
+
+    def scored_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """The evaluation batches: they hold every piece of the split already."""
+        return self.batches(split, batch_size)
 
     @staticmethod
     def collate(pieces: list[np.ndarray]) -> Batch:

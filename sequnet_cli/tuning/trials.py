@@ -35,7 +35,8 @@ from sequnet_cli.errors import (
     StoppedError,
     WriteError,
 )
-from sequnet_cli.training import Limits, TrainingState, train_run
+from sequnet_cli.limits import Limits
+from sequnet_cli.training import TrainingState, train_run
 from sequnet_cli.tuning.plan import StudyPlan
 from sequnet_cli.tuning.study import open_study, storage_errors
 
@@ -103,7 +104,7 @@ def _objective(
 
     try:
         config = trial_config(plan, values)
-        limits = Limits(config.train.epochs, config.train.steps, config.train.minutes)
+        limits = Limits.of(config.train)
         label = f"{plan.name}-trial{trial.number}"
         run, state = train_run(
             config, limits, device, None, plan.data_dir, on_period=report, quiet=True, label=label
