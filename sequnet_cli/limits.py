@@ -15,14 +15,38 @@ train, and is refused alike for all three.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sequnet_cli.errors import ConfigError
 
 if TYPE_CHECKING:
     from sequnet_cli.config import TrainConfig
-    from sequnet_cli.training import TrainingState
+
+
+class Progress(Protocol):
+    """How far a run has trained (`sequnet_cli.training.TrainingState` is one)."""
+
+    @property
+    def epoch(self) -> int: ...  # completed epochs
+    @property
+    def step(self) -> int: ...  # optimizer steps
+    @property
+    def seconds(self) -> float: ...  # training time
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The `Progress` a checkpoint's training state records."""
+
+    epoch: int
+    step: int
+    seconds: float
+
+    @classmethod
+    def of(cls, training: Mapping[str, Any]) -> Trained:
+        return cls(int(training["epoch"]), int(training["step"]), float(training["seconds"]))
 
 
 @dataclass(frozen=True)
@@ -53,7 +77,7 @@ class Limits:
             frozenset(name for name, value in options.items() if value is not None),
         )
 
-    def reached(self, state: TrainingState, seconds_before: float = 0.0) -> str | None:
+    def reached(self, state: Progress, seconds_before: float = 0.0) -> str | None:
         """The limit `state` has reached, in words, or None; `seconds_before`: the run's
         training time when this command began (minutes count this command's)."""
         if state.epoch >= self.epochs:
@@ -74,8 +98,10 @@ class Limits:
             f"or an earlier --{name})"
         )
 
-    def check_left(self, run_name: str, state: TrainingState) -> None:
-        """Refuse to resume a run that has reached its epochs or steps already."""
+    def check_left(self, run_name: str, training: Mapping[str, Any]) -> None:
+        """Refuse to resume a run whose checkpoint's `training` state has reached its epochs or
+        steps already."""
+        state = Trained.of(training)
         reached = self.reached(state)
         if reached is None:
             return

@@ -10,20 +10,25 @@ trained weights at the same step, however short the run.
 
 A run ends cleanly at whichever limit comes first (`sequnet_cli.limits`: epochs and optimizer
 steps of the whole run, minutes of this command) with a checkpoint, or when the caller's
-per-period callback asks (`sequnet tune` prunes so). Checkpoints are written atomically after every epoch. Ctrl-C or SIGTERM lets the
-step in progress finish, then saves the steps done since the last checkpoint, so an
-interrupted run always leaves a resumable `last.pt` (or, before its first step, no run at all).
+per-period callback asks (`sequnet tune` prunes so). Checkpoints are written atomically after
+every epoch. Ctrl-C or SIGTERM lets the step in progress finish, then saves the steps done
+since the last checkpoint, so an interrupted run always leaves a resumable `last.pt` (or,
+before its first step, no run at all).
 Resuming is exact: the order of an epoch's batches comes from a generator seeded by (seed,
 epoch), batches already done are skipped, and every random state is restored. The process that
 trains a run holds its lock (`sequnet_cli.run_lock`) until it ends.
+
+Batches are drawn ahead of the step in a background thread (`sequnet_cli.batch_feed`), and the
+losses stay on the device, read back at the pace of the display: on a GPU the host never waits
+for a step to finish before preparing and sending the next.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ import torch
 
 from models import CausalNetwork
 from sequnet_cli import interrupts
+from sequnet_cli.batch_feed import BatchFeed
 from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
 from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
@@ -49,6 +55,8 @@ from sequnet_cli.limits import Limits
 from sequnet_cli.paths import runs_dir
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
+
+READ_EVERY_SECONDS = 0.5  # how often the display reads the training losses back from the device
 
 
 @dataclass
@@ -104,6 +112,8 @@ class Trainer:
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        # Its state after the last batch trained on (the feed may have drawn more since).
+        self.data_state = self.data_generator.get_state()
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
         self.seconds_before = 0.0  # the run's training time when `fit` began
 
@@ -111,7 +121,9 @@ class Trainer:
         return TrainingStep(self.network, self.task, self.config)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a `last.pt` checkpoint of this run."""
+        """Continue from a `last.pt` checkpoint of this run, loaded onto the CPU whatever the
+        run's device (its random states must stay there; weights and optimizer state are
+        copied to the network's device as they are loaded)."""
         self.network.load_state_dict(checkpoint.get("training_weights", checkpoint["weights"]))
         self.state = TrainingState(**checkpoint["training"])
         if self.averaged is not None:
@@ -121,6 +133,7 @@ class Trainer:
         restore_rng(checkpoint["rng"])
         if "data_generator" in checkpoint:
             self.data_generator.set_state(checkpoint["data_generator"])
+            self.data_state = self.data_generator.get_state()
         self.saved_step = self.state.step
 
     def fit(
@@ -135,18 +148,21 @@ class Trainer:
             batches = self.data.epoch_batches(self.config.batch_size)
             self.state.epoch_batches = batches
             display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
-            nats, count = 0.0, 0  # the training loss of this period, in the task's metric below
-            for batch_loss, items in self._epoch_steps():
-                self.state.seconds = base + time.monotonic() - started
-                nats, count = nats + batch_loss * items, count + items
-                display.advance(self.task.score(nats, count), items, self.state.lr)
-                stop = self._limit_reached(limits)
-                if stop:
-                    break
+            losses = LossTally(self.device)  # the training loss of this period
+            with closing(self._epoch_steps()) as steps:  # closed early: the feed stops at once
+                for total, count in steps:
+                    self.state.seconds = base + time.monotonic() - started
+                    losses.add(total, count)
+                    if losses.due():
+                        self._show(losses, display)
+                    stop = self._limit_reached(limits)
+                    if stop:
+                        break
+            self._show(losses, display)
             epoch_done = self.state.batch >= batches
             if epoch_done:
                 self.state.epoch, self.state.batch = self.state.epoch + 1, 0
-            train = self.task.score(nats, count) if count else math.nan
+            train = self.task.score(losses.nats, losses.count) if losses.count else math.nan
             self._end_of_period(display, epoch_done, train)
             if on_period is not None and on_period(self.state):
                 stop = True
@@ -159,34 +175,48 @@ class Trainer:
         """A unit of work that Ctrl-C or SIGTERM waits for (then KeyboardInterrupt)."""
         return interrupts.deferred()
 
-    def _epoch_steps(self) -> Iterator[tuple[float, int]]:
-        """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
+    def _epoch_steps(self) -> Generator[tuple[torch.Tensor, torch.Tensor]]:
+        """Optimizer steps over the rest of the current epoch: each one's summed loss and
+        predicted elements, as tensors on the device."""
         generator = self.data.epoch_generator(
             self.config.seed, self.state.epoch, self.data_generator
         )
         self.network.train()
         done = self.state.batch  # batches of this epoch finished before a resume
         batches = self.data.batches("train", self.config.batch_size, generator, skip=done)
-        while True:
-            # Drawing a batch and stepping on it is one unit: Ctrl-C or SIGTERM lands before or
-            # after it, so the weights, the random states and the counters a checkpoint saves
-            # agree.
-            with self._uninterrupted():
-                batch = next(batches, None)
-                if batch is None:
-                    return
-                loss, count = self._step(batch.to(self.device))
-                self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
-            yield loss, count
+        with BatchFeed(batches, self.data_generator, self.device) as feed:
+            while True:
+                # Taking a batch and stepping on it is one unit: Ctrl-C or SIGTERM lands before
+                # or after it, so the weights, the random states and the counters a checkpoint
+                # saves agree.
+                with self._uninterrupted():
+                    drawn = next(feed, None)
+                    if drawn is None:
+                        return
+                    batch, self.data_state = drawn
+                    loss = self._step(batch.to(self.device))
+                    self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
+                yield loss
 
-    def _step(self, batch: Batch) -> tuple[float, int]:
-        value, count = self.training_step(batch)
-        if not math.isfinite(value):
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step: the batch's summed loss and predicted elements, on the device."""
+        return self.training_step(batch)
+
+    def _show(self, losses: LossTally, display: TrainingDisplay) -> None:
+        """Read the period's new losses back from the device and show them; a loss that is
+        no longer a number ends the run."""
+        steps, nats, count = losses.read()
+        if not steps:
+            return
+        if not math.isfinite(nats):
+            first = self.state.step - steps + 1
+            where = f"at step {first}" if steps == 1 else f"in steps {first}-{self.state.step}"
             raise SequnetError(
-                f"the training loss became {value} at step {self.state.step + 1}; "
-                "lower the learning rate (--set train.lr=...) or enable clipping (--set train.clip=0.5)"
+                f"the training loss became {nats} {where}; lower the learning rate "
+                "(--set train.lr=...) or enable clipping (--set train.clip=0.5)"
             )
-        return value, count
+        score = self.task.score(losses.nats, losses.count)
+        display.advance(score, count, self.state.lr, steps=steps)
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
@@ -259,17 +289,17 @@ class Trainer:
         try:
             self.run.save(self.checkpoint(), best=best)
         except WriteError as error:
-            raise WriteError(f"{error}; {self._kept_after_failure()}") from error
+            name, step = self.run.name, self.saved_step
+            kept = (
+                f"run {name} has no checkpoint yet"
+                if step is None
+                else (
+                    f"run {name} keeps its checkpoint of step {step:,}: continue it with "
+                    f"`sequnet train --resume {name}`"
+                )
+            )
+            raise WriteError(f"{error}; {kept}") from error
         self.saved_step = self.state.step
-
-    def _kept_after_failure(self) -> str:
-        name = self.run.name
-        if self.saved_step is None:
-            return f"run {name} has no checkpoint yet"
-        return (
-            f"run {name} keeps its checkpoint of step {self.saved_step:,}: continue it with "
-            f"`sequnet train --resume {name}`"
-        )
 
     def checkpoint(self) -> dict[str, Any]:
         """The state a checkpoint holds (see `sequnet_cli.checkpoints`)."""
@@ -285,7 +315,7 @@ class Trainer:
             "optimizer": self.training_step.optimizer_state(),
             "training": asdict(self.state),
             "rng": capture_rng(),
-            "data_generator": self.data_generator.get_state(),
+            "data_generator": self.data_state,
         }
 
     def keep_interrupted(self) -> str:
@@ -303,6 +333,38 @@ class Trainer:
         if not self.run.checkpoint_path("best").is_file():
             kept += "; it has no best.pt yet: sample it with --checkpoint last"
         return kept
+
+
+class LossTally:
+    """A period's training losses, summed on the device as the steps come and read back when
+    asked (reading waits for the device: the display asks every `READ_EVERY_SECONDS`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # nats, elements
+        self.pending = 0  # steps added since the last read
+        self.nats, self.count = 0.0, 0  # what was read so far
+        self.read_at = time.monotonic()
+
+    def add(self, total: torch.Tensor, count: torch.Tensor) -> None:
+        """One step's summed loss and predicted elements (tensors the step may reuse: they
+        are added now, in the device's order)."""
+        self.sums[0] += total
+        self.sums[1] += count
+        self.pending += 1
+
+    def due(self) -> bool:
+        return time.monotonic() - self.read_at >= READ_EVERY_SECONDS
+
+    def read(self) -> tuple[int, float, int]:
+        """The steps, summed nats and elements since the last read (added to the totals)."""
+        self.read_at = time.monotonic()
+        if not self.pending:
+            return 0, 0.0, 0
+        nats, count = self.sums.tolist()
+        self.sums.zero_()
+        steps, self.pending = self.pending, 0
+        self.nats, self.count = self.nats + nats, self.count + int(count)
+        return steps, nats, int(count)
 
 
 def check_validation_data(data: TaskData) -> None:
@@ -342,12 +404,6 @@ def resumed_run(ref: str, model: str | None, overrides: list[str]) -> Run:
     return run
 
 
-def check_training_left(run: Run, limits: Limits) -> None:
-    """Refuse to resume `run` when it has reached one of `limits` already."""
-    state = TrainingState(**run.load_state("last")["training"])
-    limits.check_left(run.name, state)
-
-
 def train_run(
     config: RunConfig,
     limits: Limits,
@@ -374,16 +430,16 @@ def train_run(
         )
     runs_dir()  # an unwritable SEQUNET_HOME is refused before the data is read
     threads = training_threads(config.train.threads) if device.type == "cpu" else 0
-    with cpu_threads(threads):
-        if resume is not None:
-            with resume.held():  # before its data is read: another process may train it
-                task, network, task_data = _prepare(config, device, data, data_dir, quiet, resume)
-                return _train(
-                    resume, limits, device, task, network, task_data, resume, on_period, quiet
-                )
-        task, network, task_data = _prepare(config, device, data, data_dir, quiet, resume)
-        run = Run.create(config, label)
-        with run.held():
+    # A resumed run is held before its data is read (another process may train it), a new one
+    # as soon as it is made.
+    with cpu_threads(threads), resume.held() if resume is not None else nullcontext():
+        try:
+            task, network, task_data = _prepare(config, device, data, data_dir, quiet)
+        except KeyboardInterrupt:
+            kept = f"run {resume.name} is unchanged" if resume else "nothing was written"
+            raise StoppedError(f"interrupted before training started; {kept}") from None
+        run = resume or Run.create(config, label)
+        with run.held() if resume is None else nullcontext():
             return _train(run, limits, device, task, network, task_data, resume, on_period, quiet)
 
 
@@ -393,23 +449,8 @@ def _prepare(
     data: Path | None,
     data_dir: Path | None,
     quiet: bool = False,
-    resume: Run | None = None,
 ) -> tuple[Task, CausalNetwork, TaskData]:
     """The run's task, its freshly initialised network and its data."""
-    try:
-        return _prepared(config, device, data, data_dir, quiet)
-    except KeyboardInterrupt:
-        kept = f"run {resume.name} is unchanged" if resume else "nothing was written"
-        raise StoppedError(f"interrupted before training started; {kept}") from None
-
-
-def _prepared(
-    config: RunConfig,
-    device: torch.device,
-    data: Path | None,
-    data_dir: Path | None,
-    quiet: bool,
-) -> tuple[Task, CausalNetwork, TaskData]:
     torch.manual_seed(config.train.seed)
     task = task_for(config)
     copies = 5 if config.train.ema > 0 else 4  # weights, gradients, two moments, average
@@ -442,7 +483,7 @@ def _train(
     try:
         trainer = Trainer(run, network, task, task_data, device)
         if resume is not None:
-            trainer.resume(resume.load_state("last", map_location=device))
+            trainer.resume(resume.load_state("last"))  # on the CPU: see `Trainer.resume`
         parameters = sum(p.numel() for p in network.parameters())
         title = (
             f"{config.preset} / {config.model.name} ({config.model.architecture}, "
