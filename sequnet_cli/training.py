@@ -104,6 +104,7 @@ class Trainer:
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        self.data_profile = task.profile(data)  # what sampling needs of the training data
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
 
     def _make_step(self) -> TrainingStep:
@@ -262,6 +263,7 @@ class Trainer:
             "training": asdict(self.state),
             "rng": capture_rng(),
             "data_generator": self.data_generator.get_state(),
+            "data_profile": self.data_profile,
         }
 
     def keep_interrupted(self) -> str:

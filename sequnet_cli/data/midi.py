@@ -4,7 +4,9 @@ A piano roll is a `(T, 88)` bool array, column 0 = MIDI pitch 21 (A0), as in the
 Boulanger-Lewandowski et al. (2012). Reading quantises each note's onset and offset to the
 nearest frame boundary; frames either follow the file's beats (`frames_per_beat` per quarter
 note, so tempo changes are respected) or a fixed `frame_seconds` grid. Drum tracks and pitches
-outside the piano's range are dropped. Writing makes one note per run of active frames and
+outside the piano's range are dropped. A file's tempo is the one it plays at for most of its
+length, a folder's the median of its training files'; beat-framed rolls are written back at such
+a tempo, so they keep their speed. Writing makes one note per run of active frames and
 replaces the target file atomically, so an interrupted write never leaves half a file.
 """
 
@@ -114,17 +116,18 @@ def load_midi_folder(
     paths = sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()
     )
-    pieces: list[np.ndarray] = []
+    pieces: list[tuple[np.ndarray, float]] = []  # each file's roll and tempo
     for index, path in enumerate(paths):
         if progress is not None:
             progress(index, len(paths), path)
         try:
-            roll = midi_to_roll(path, data_config.frames_per_beat, data_config.frame_seconds)
+            midi = read_midi(path)
         except DataError as error:
             warn(f"skipped: {error}")
             continue
+        roll = midi_to_roll(midi, data_config.frames_per_beat, data_config.frame_seconds)
         if roll.any():
-            pieces.append(roll)
+            pieces.append((roll, midi_tempo(midi)))
         else:
             warn(f"{path} has no notes in the piano range; skipped")
     if not pieces:
@@ -132,13 +135,30 @@ def load_midi_folder(
             f"no readable MIDI files (*.mid, *.midi) with piano notes under {folder}; "
             "point --data at a folder of MIDI files"
         )
-    random.Random(_SPLIT_SEED).shuffle(pieces)
+    random.Random(_SPLIT_SEED).shuffle(pieces)  # the same order as shuffling the rolls alone
     train, valid, _ = split_counts(
         len(pieces), data_config.valid_fraction, data_config.test_fraction
     )
+    rolls = [roll for roll, _ in pieces]
     return PianoRollSplits(
-        train=pieces[:train], valid=pieces[train : train + valid], test=pieces[train + valid :]
+        train=rolls[:train],
+        valid=rolls[train : train + valid],
+        test=rolls[train + valid :],
+        tempo=float(np.median([tempo for _, tempo in pieces[:train]])),
     )
+
+
+def midi_tempo(midi: pretty_midi.PrettyMIDI) -> float:
+    """The tempo `midi` plays at for most of its length, in (quarter-note) beats per minute: the
+    median of its tempo over time, which is its tempo when it has only one."""
+    times, tempi = midi.get_tempo_changes()
+    end = max(midi.get_end_time(), float(times[-1]))
+    lengths = np.diff(np.append(times, end))  # how long each tempo lasts
+    if lengths.sum() <= 0:
+        return float(tempi[-1])
+    order = np.argsort(tempi, kind="stable")
+    elapsed = np.cumsum(lengths[order])
+    return float(tempi[order][np.searchsorted(elapsed, elapsed[-1] / 2)])
 
 
 def roll_to_midi(
