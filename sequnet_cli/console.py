@@ -527,7 +527,7 @@ def print_stability(report: StabilityRows, as_json: bool) -> None:
 def _print_distribution(distribution: DistributionRows, unit: str) -> None:
     """Shares of all generated elements per number, against the test data's, and the distance."""
     counted = distribution.counted
-    table = Table(title=f"share of {unit} per number of {counted}, over all clips")
+    table = Table(title=f"{unit} per number of {counted}")
     for column in (counted, "data", "generated"):
         table.add_column(column, justify="right")
     for number, (data, generated) in enumerate(

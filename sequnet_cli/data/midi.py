@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MIDI_SUFFIXES = (".mid", ".midi")
 _SPLIT_SEED = 0  # the same folder always gives the same split
+ROUNDING = 1e-6  # seconds: far below a tick, far above float rounding of note and beat times
 
 
 def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
@@ -76,11 +77,13 @@ def midi_to_roll(
 def _frame_boundaries(
     midi: pretty_midi.PrettyMIDI, end: float, frames_per_beat: int, frame_seconds: float
 ) -> np.ndarray:
-    """Frame start times plus one boundary at or after `end`: `(T + 1,)` seconds, increasing."""
+    """Frame start times plus one boundary at or after `end` (within `ROUNDING`): `(T + 1,)`
+    seconds, increasing; at least one frame."""
     if end <= 0:
         return np.zeros(1)
     if frame_seconds > 0:
-        return np.arange(int(np.ceil(end / frame_seconds)) + 1) * frame_seconds
+        frames = max(1, int(np.ceil((end - ROUNDING) / frame_seconds)))
+        return np.arange(frames + 1) * frame_seconds
     beats = midi.get_beats()
     if len(beats) > 1:
         last_length = beats[-1] - beats[-2]
@@ -91,7 +94,9 @@ def _frame_boundaries(
     steps = np.arange(frames_per_beat) / frames_per_beat
     starts = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
     grid = np.append(starts, beats[-1])  # its last point is at or after `end`
-    frames = int(np.count_nonzero(grid < end))
+    # A frame starts before the end, not merely within rounding of it (a beat grid and note
+    # times are computed along different paths: 4.999998 and 4.999998000000001).
+    frames = max(1, int(np.count_nonzero(grid < end - ROUNDING)))
     return grid[: frames + 1]
 
 
@@ -155,10 +160,11 @@ def midi_tempo(midi: pretty_midi.PrettyMIDI) -> float:
     end = max(midi.get_end_time(), float(times[-1]))
     lengths = np.diff(np.append(times, end))  # how long each tempo lasts
     if lengths.sum() <= 0:
-        return float(tempi[-1])
+        return round(float(tempi[-1]), 3)
     order = np.argsort(tempi, kind="stable")
     elapsed = np.cumsum(lengths[order])
-    return float(tempi[order][np.searchsorted(elapsed, elapsed[-1] / 2)])
+    # A file stores whole microseconds per beat (90 BPM reads back as 90.00009): what was meant.
+    return round(float(tempi[order][np.searchsorted(elapsed, elapsed[-1] / 2)]), 3)
 
 
 def roll_to_midi(
