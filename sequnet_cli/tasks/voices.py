@@ -31,8 +31,9 @@ from torch import Tensor
 # Far below any log of a product of odds, yet finite: subtracting it from -inf gives -inf, not
 # the NaN that subtracting -inf itself would.
 FLOOR = -1e30
-# Weights below e**-80 of the largest they are added to count as 0: they change no float32 sum,
-# and their exponentials would be subnormal numbers, which CPUs compute very slowly.
+# Weights below e**-80 of the largest they are added to count as e**-80: no float32 sum notices,
+# and their exponentials would otherwise be subnormal numbers, which CPUs compute very slowly.
+# (A split this makes possible where it is not is never drawn: see `_Level`'s limits.)
 NEGLIGIBLE = -80.0
 
 
@@ -115,14 +116,13 @@ class ConditionalBernoulli:
 
 def _exp_scaled(logs: Tensor) -> Tensor:
     """`exp(logs)` over its largest value along the last dimension (unnormalised
-    probabilities); a row of -inf gives zeros, not NaN."""
+    probabilities); never NaN, even for a row of -inf."""
     return _exp_below(logs, logs.amax(dim=-1, keepdim=True).clamp_(min=FLOOR))
 
 
 def _exp_below(logs: Tensor, peak: Tensor) -> Tensor:
-    """`exp(logs - peak)` for `logs <= peak`, 0 where it is below `e**NEGLIGIBLE`."""
-    shifted = logs - peak
-    return shifted.masked_fill_(shifted < NEGLIGIBLE, -math.inf).exp_()
+    """`exp(logs - peak)` for `logs <= peak`, and at least `e**NEGLIGIBLE`."""
+    return (logs - peak).clamp_(min=NEGLIGIBLE).exp_()
 
 
 def _inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
