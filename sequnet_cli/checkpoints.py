@@ -18,7 +18,7 @@ average: the trained weights and their average, `weights` being the one that val
 better), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
 (`capture_rng()`), `data_generator` (the state of the generator drawing training batches),
-`data_profile` (what sampling needs of the training data, `Task.profile`; absent from older
+`data_profile` (what sampling needs of the training data, `TaskData.profile`; absent from older
 checkpoints), and for a run of several processes `process_rng` (each process's `capture_rng()`,
 by rank).
 """

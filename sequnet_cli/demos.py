@@ -40,7 +40,7 @@ class Demo:
     config: RunConfig
     training: Mapping[str, Any]  # epoch, step, best_score, metric
     provenance: Mapping[str, Any]  # command, seed, data, scores, metric, made, sequnet, torch
-    profile: Mapping[str, Any]  # the run's `data_profile` (`Task.profile`); empty if it had none
+    profile: Mapping[str, Any]  # the run's `data_profile` (`TaskData.profile`); empty if none
 
     @property
     def preset(self) -> str:

@@ -104,7 +104,7 @@ class Trainer:
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
-        self.data_profile = task.profile(data)  # what sampling needs of the training data
+        self.data_profile = data.profile()  # what sampling needs of the training data
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
 
     def _make_step(self) -> TrainingStep:

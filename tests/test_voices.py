@@ -15,7 +15,7 @@ from graphs import emulated_graphs  # noqa: F401  (a fixture)
 from models import SeqUNet
 from sequnet_cli.autoregression import CHUNK, Autoregression, autoregress
 from sequnet_cli.config import resolve
-from sequnet_cli.tasks.piano_roll import PianoRollSampler, PianoRollTask, VoicedSampler
+from sequnet_cli.tasks.piano_roll import PianoRollTask
 from sequnet_cli.tasks.voices import ConditionalBernoulli, VoiceCounts
 
 LOGITS = [1.5, -0.5, 0.3, -2.0, 0.8]  # five pitches, far from uniform odds
@@ -156,9 +156,10 @@ def setup(profile: dict[str, list[int]] | None = PROFILE) -> tuple[PianoRollTask
 def test_a_stored_profile_makes_the_data_the_default() -> None:
     task, network = setup()
     sampler = task.sampler(network, 2, 1.0, 0)
-    assert isinstance(sampler, VoicedSampler) and sampler.random_shape == (128,)
-    assert type(task.sampler(network, 2, 1.0, 0, voices="free")) is PianoRollSampler
-    assert type(setup(None)[0].sampler(network, 2, 1.0, 0)) is PianoRollSampler
+    assert sampler.voices is not None and sampler.random_shape == (128,)
+    free = task.sampler(network, 2, 1.0, 0, voices="free")
+    assert free.voices is None and free.random_shape == (88,)
+    assert setup(None)[0].sampler(network, 2, 1.0, 0).voices is None  # not a stored model
     rolls = autoregress(network, sampler, 300, 2)
     voices = rolls.sum(-1)
     assert set(np.unique(voices)) <= {0, 2, 3, 4}  # counts the data has

@@ -4,7 +4,7 @@ A task wraps a network for one kind of data; the network never knows the data ty
 owns everything that depends on the kind: the network's channel widths, the training data and
 its batches, the loss and the metric, the random batches `sequnet bench` times, the sampler
 that draws the next element during generation, what sampling needs to know of the training data
-(its profile, stored with every checkpoint), and the writer of the generated files. Nothing
+(the data's profile, stored with every checkpoint), and the writer of the generated files. Nothing
 outside the task modules asks which kind of data a run has.
 
 Adding a kind of data is one module here (a class with the `Task` interface, registered in
@@ -133,6 +133,11 @@ class TaskData(Protocol):
         `(seed, epoch)`, or `running`, whose state the trainer checkpoints."""
         ...
 
+    def profile(self) -> dict[str, Any]:
+        """What sampling needs to know of the training data, in plain values: stored with every
+        checkpoint and given back to `task_for` when the model is loaded."""
+        ...
+
 
 class Sampler(Protocol):
     """Draws generated elements from a network's outputs, one time step at a time.
@@ -251,11 +256,6 @@ class Task(Protocol):
         """The sizes `sequnet bench` measures at: the paper's, or `--quick` ones for a CPU."""
         ...
 
-    def profile(self, data: TaskData) -> dict[str, Any]:
-        """What sampling needs to know of the training data of `data`, in plain values: stored
-        with every checkpoint and given back to `task_for` when the model is loaded."""
-        ...
-
     def tempo(self, given: float | None, primer: Path | None) -> float:
         """The tempo in beats per minute outputs are written at (`--tempo` or not given, and the
         primer); `DEFAULT_TEMPO` where it means nothing."""
@@ -304,7 +304,7 @@ class Task(Protocol):
 
 def task_for(config: RunConfig, profile: Mapping[str, Any] | None = None) -> Task:
     """The task of a run config (its `task` key names it); `profile`: what a stored model's
-    checkpoint holds of its training data (`Task.profile`; empty if it holds none), None for a
+    checkpoint holds of its training data (`TaskData.profile`; empty if it holds none), None for a
     task that is not a stored model's."""
     if config.task not in TASK_CLASSES:
         from sequnet_cli.errors import ConfigError

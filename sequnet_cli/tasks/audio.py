@@ -145,9 +145,6 @@ class AudioTask:
 
     # --- generation ---------------------------------------------------------------------------
 
-    def profile(self, data: TaskData) -> dict[str, Any]:
-        return {}
-
     def tempo(self, given: float | None, primer: Path | None) -> float:
         return DEFAULT_TEMPO  # audio has no beat
 
@@ -339,3 +336,6 @@ class AudioData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         """One stream of random excerpts across epochs; the trainer checkpoints its state."""
         return running
+
+    def profile(self) -> dict[str, Any]:
+        return {}  # audio sampling needs nothing of the data

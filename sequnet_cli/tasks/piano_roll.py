@@ -103,15 +103,6 @@ class PianoRollTask:
         pieces = {"train": splits.train, "valid": splits.valid, "test": splits.test}
         return PianoRollData(pieces, splits.tempo)
 
-    def profile(self, data: TaskData) -> dict[str, Any]:
-        """Stored with every checkpoint: the training frames per number of voices (0 to 88)
-        and, for a MIDI folder, its training files' typical tempo."""
-        assert isinstance(data, PianoRollData)  # what `open_data` returns
-        profile: dict[str, Any] = {"voices": voice_counts(data.splits["train"]).tolist()}
-        if data.tempo is not None:
-            profile["tempo"] = data.tempo
-        return profile
-
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed negative log-likelihood (nats) of the batch's predicted frames."""
         logits = network(batch.x).float()  # (B, 88, T - 1), float32 even under autocast
@@ -188,10 +179,7 @@ class PianoRollTask:
         seed: int,
         voices: str | None = None,
     ) -> PianoRollSampler:
-        shares = self.voice_shares(voices)
-        if shares is None:
-            return PianoRollSampler(network, count, temperature, seed)
-        return VoicedSampler(network, count, temperature, seed, shares)
+        return PianoRollSampler(network, count, temperature, seed, self.voice_shares(voices))
 
     def voice_shares(self, voices: str | None) -> np.ndarray | None:
         """The frames per number of voices (`(89,)`, any scale) that `--voices` asks for: the
@@ -314,17 +302,32 @@ def _pitch_classes(roll: np.ndarray) -> np.ndarray:
 
 
 class PianoRollSampler:
-    """Draws every pitch independently from the sigmoid of its logit over the temperature
-    (`--voices free`)."""
+    """Draws a frame from the Bernoullis of the logits over the temperature: every pitch
+    independently (no `shares`: `--voices free`), or, with `shares` (frames per number of
+    voices, `(89,)`), a number of voices drawn from them and then exactly that many pitches, the
+    Bernoullis conditioned on their sum (`sequnet_cli.tasks.voices`; one uniform number for the
+    count, one per node of the pitch tree)."""
 
     value_shape = (PITCHES,)
     value_dtype = torch.bool
-    random_shape = (PITCHES,)
 
-    def __init__(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> None:
+    def __init__(
+        self,
+        network: CausalNetwork,
+        count: int,
+        temperature: float,
+        seed: int,
+        shares: np.ndarray | None = None,
+    ) -> None:
         self.device = next(network.parameters()).device
         self.count, self.temperature = count, temperature
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.voices: tuple[VoiceCounts, ConditionalBernoulli] | None = None
+        self.random_shape: tuple[int, ...] = (PITCHES,)
+        if shares is not None:
+            counts = VoiceCounts(shares, self.device)
+            pitches = ConditionalBernoulli(PITCHES, counts.most, self.device)
+            self.voices, self.random_shape = (counts, pitches), (1 + pitches.uniforms,)
 
     def first_input(self) -> Tensor:
         return torch.zeros(self.count, PITCHES, device=self.device)  # silence at t = 0
@@ -337,33 +340,12 @@ class PianoRollSampler:
         block.uniform_(generator=self.generator)
 
     def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
-        probabilities = torch.sigmoid(output / self.temperature)  # (B, 88)
-        frame = torch.lt(uniforms, probabilities)  # a Bernoulli draw per pitch
-        return frame, frame.to(output.dtype)
-
-
-class VoicedSampler(PianoRollSampler):
-    """Draws each frame's number of voices from `shares` (frames per count, `(89,)`), then
-    exactly that many pitches from the Bernoullis of the logits over the temperature conditioned
-    on their sum (`sequnet_cli.tasks.voices`): one uniform number for the count, one per node of
-    the pitch tree."""
-
-    def __init__(
-        self,
-        network: CausalNetwork,
-        count: int,
-        temperature: float,
-        seed: int,
-        shares: np.ndarray,
-    ) -> None:
-        super().__init__(network, count, temperature, seed)
-        self.voices = VoiceCounts(shares, self.device)
-        self.pitches = ConditionalBernoulli(PITCHES, self.voices.most, self.device)
-        self.random_shape = (1 + self.pitches.uniforms,)
-
-    def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
-        counts = self.voices.draw(uniforms[:, 0])  # (B,)
-        frame = self.pitches.draw(output / self.temperature, counts, uniforms[:, 1:])  # (B, 88)
+        logits = output / self.temperature  # (B, 88)
+        if self.voices is None:  # fixed when the sampler is made: a captured step never branches
+            frame = torch.lt(uniforms, torch.sigmoid(logits))  # a Bernoulli draw per pitch
+        else:
+            counts, pitches = self.voices
+            frame = pitches.draw(logits, counts.draw(uniforms[:, 0]), uniforms[:, 1:])
         return frame, frame.to(output.dtype)
 
 
@@ -426,6 +408,14 @@ class PianoRollData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         """A fresh order per epoch, seeded by (seed, epoch): a resumed epoch repeats it."""
         return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+    def profile(self) -> dict[str, Any]:
+        """Stored with every checkpoint: the training frames per number of voices (0 to 88)
+        and, for a MIDI folder, its training files' typical tempo."""
+        profile: dict[str, Any] = {"voices": voice_counts(self.splits["train"]).tolist()}
+        if self.tempo is not None:
+            profile["tempo"] = self.tempo
+        return profile
 
 
 def load_piano_rolls(
