@@ -5,9 +5,9 @@
 train` itself (`scripts/make_demos.sh` remakes them all) and stored by `export_demo`: the
 resolved config, the weights in half precision (half the size; they are turned back into
 float32 when loaded, and the network computes as trained), a summary of the training, what
-sampling needs of its training data (the run's `data_profile`), and the provenance: the command, seed and data it was trained with and its scores. `sample` and
-`evaluate` use the demo of a preset when the user has no run of that preset, and say so;
-`sequnet runs` lists the demos.
+sampling needs of its training data (the run's `data_profile`), and the provenance: the command,
+seed and data it was trained with and its scores. `sample` and `evaluate` use the demo of a
+preset when the user has no run of that preset, and say so; `sequnet runs` lists the demos.
 """
 
 from __future__ import annotations

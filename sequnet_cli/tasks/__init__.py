@@ -3,9 +3,9 @@
 A task wraps a network for one kind of data; the network never knows the data type. The task
 owns everything that depends on the kind: the network's channel widths, the training data and
 its batches, the loss and the metric, the random batches `sequnet bench` times, the sampler
-that draws the next element during generation, what sampling needs to know of the training data
-(the data's profile, stored with every checkpoint), and the writer of the generated files. Nothing
-outside the task modules asks which kind of data a run has.
+that draws the next element during generation, what sampling needs to know of the training
+data (its profile, stored with every checkpoint), and the writer of the generated files.
+Nothing outside the task modules asks which kind of data a run has.
 
 Adding a kind of data is one module here (a class with the `Task` interface, registered in
 `TASK_CLASSES`), one module in `sequnet_cli.data`, and presets. Tasks are imported when first

@@ -1,4 +1,5 @@
-"""Frames with a given number of voices: the conditional Bernoulli distribution (DESIGN.md, "Tasks").
+"""Frames with a given number of voices: the conditional Bernoulli distribution (DESIGN.md,
+"Tasks").
 
 The piano-roll model gives each pitch of a frame an independent Bernoulli, so a frame's number of
 voices (sounding pitches) is a sum of 88 draws and spreads far wider than in the data. The same
