@@ -6,10 +6,13 @@ a fixed shape, so the whole step (forward, loss, backward, clipping, optimizer) 
 and replayed for every batch of that shape, with the batch copied into fixed input tensors.
 
 Capturing needs a few eager warm-up steps first (cuBLAS/cuDNN workspaces, the optimizer's
-state). Those steps would change the weights, so every parameter and optimizer tensor is copied
-before them and copied back, in place, after: the run trains exactly as if the warm-up had not
-happened. The optimizer must be `capturable` with its learning rate held in a tensor (a replayed
-graph reads the tensor; a Python float would be baked in), see `make_optimizer`.
+state). Those steps would change the weights and draw random numbers (dropout), so every
+parameter and optimizer tensor and the random states are kept before them and put back, in
+place, after the capture, whether it succeeded or not: the run trains exactly as if the warm-up
+had not happened (a resumed run too, which captures again), and a capture that fails (out of
+memory, an operation a graph cannot hold) leaves the weights as they were for the eager steps
+that follow. The optimizer must be `capturable` with its learning rate held in a tensor (a
+replayed graph reads the tensor; a Python float would be baked in), see `make_optimizer`.
 """
 
 from __future__ import annotations
@@ -41,8 +44,13 @@ class CudaGraph:
         self.graph = torch.cuda.CUDAGraph()
 
     def capture(self, body: Callable[[], None]) -> None:
-        with torch.cuda.graph(self.graph):
-            body()
+        # A capture that fails inside `torch.cuda.graph` can leave its side stream current.
+        current = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(self.graph):
+                body()
+        finally:
+            torch.cuda.set_stream(current)
 
     def replay(self) -> None:
         self.graph.replay()
@@ -66,11 +74,9 @@ class CapturedStep:
     ) -> None:
         self.shape = _shape(example)
         self.static = Batch(example.x.clone(), example.target.clone(), example.mask.clone())
-        with _side_stream(example.x.device), _restored(tensors):
-            for _ in range(warmup_steps):
-                update(self.static)
-        self.total = torch.zeros((), device=example.x.device)
-        self.count = torch.zeros((), device=example.x.device)
+        device = example.x.device
+        self.total = torch.zeros((), device=device)
+        self.count = torch.zeros((), device=device)
 
         def body() -> None:
             total, count = update(self.static)
@@ -78,7 +84,11 @@ class CapturedStep:
             self.count.copy_(count)
 
         self.graph = graph or CudaGraph()
-        self.graph.capture(body)
+        with _restored(tensors), _random_states_kept(device):
+            with _side_stream(device):
+                for _ in range(warmup_steps):
+                    update(self.static)
+            self.graph.capture(body)
 
     def fits(self, batch: Batch) -> bool:
         """Whether `batch` has the captured shapes and dtypes."""
@@ -99,17 +109,35 @@ def _shape(batch: Batch) -> tuple[object, ...]:
 
 @contextmanager
 def _restored(tensors: Callable[[], list[Tensor]]) -> Iterator[None]:
-    """Undo, in place, what the body does to the tensors `tensors()` lists before and after it
-    (tensors that appear during the body, such as fresh optimizer state, are zeroed)."""
+    """Undo, in place, what the body does to the tensors `tensors()` lists before and after it,
+    also when the body fails (tensors that appear during the body, such as fresh optimizer
+    state, are zeroed: Adam's state at zero is its state before a first step)."""
     before = {id(t): t.detach().clone() for t in tensors()}
-    yield
-    with torch.no_grad():
-        for tensor in tensors():
-            saved = before.get(id(tensor))
-            if saved is None:
-                tensor.zero_()
-            else:
-                tensor.copy_(saved)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor in tensors():
+                saved = before.get(id(tensor))
+                if saved is None:
+                    tensor.zero_()
+                else:
+                    tensor.copy_(saved)
+
+
+@contextmanager
+def _random_states_kept(device: torch.device) -> Iterator[None]:
+    """The CPU's random state, and `device`'s on CUDA, as they were before the body, also when
+    it fails: the warm-up's dropout draws leave no trace, so a resumed run (which captures
+    again) draws what an uninterrupted one draws."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
 
 
 @contextmanager
@@ -120,6 +148,8 @@ def _side_stream(device: torch.device) -> Iterator[None]:
         return
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        yield
-    torch.cuda.current_stream(device).wait_stream(stream)
+    try:
+        with torch.cuda.stream(stream):
+            yield
+    finally:
+        torch.cuda.current_stream(device).wait_stream(stream)

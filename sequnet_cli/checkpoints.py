@@ -269,7 +269,11 @@ def load_checkpoint_file(
 
 
 def capture_rng() -> dict[str, Any]:
-    """The Python, NumPy, torch (and CUDA) random states, as tensors and plain values."""
+    """The Python, NumPy, torch (and CUDA) random states, as tensors and plain values.
+
+    The CUDA states only where this process uses CUDA: asking for them would otherwise start a
+    CUDA context (memory on every GPU) for a run on the CPU.
+    """
     numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     kind, keys, position, has_gauss, gauss = numpy_state
     state: dict[str, Any] = {
@@ -277,20 +281,23 @@ def capture_rng() -> dict[str, Any]:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
-    """Undo `capture_rng`: the random streams continue where the checkpoint left them."""
+    """Undo `capture_rng`: the random streams continue where the checkpoint left them. The
+    states are read wherever they were loaded; the CUDA ones only where this process uses
+    CUDA, for the GPUs both machines have."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_initialized():
+        for index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state.cpu(), index)
 
 
 # --- reading and writing ---------------------------------------------------------------------

@@ -88,16 +88,17 @@ class TrainingDisplay:
             f"epoch {epoch}/{epochs}", total=batches, completed=done, stats=""
         )
 
-    def advance(self, train: float, items: int, lr: float) -> None:
-        """One optimizer step; `train` is the period's training score so far (task metric)."""
-        self.steps += 1
+    def advance(self, train: float, items: int, lr: float, steps: int = 1) -> None:
+        """`steps` more optimizer steps, which predicted `items` elements; `train` is the
+        period's training score so far (task metric)."""
+        self.steps += steps
         self.items += items
         seconds = max(time.monotonic() - self.started, 1e-9)
         stats = (
             f"{self.items / seconds:,.0f} {self.unit}/s  {self.steps / seconds:.2f} steps/s  "
             f"train {self.metric} {train:.4f}  lr {lr:.3g}"
         )
-        self.progress.update(self.task_id, advance=1, stats=stats)
+        self.progress.update(self.task_id, advance=steps, stats=stats)
 
     def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:
         seconds = max(time.monotonic() - self.started, 1e-9)
@@ -120,7 +121,7 @@ class QuietTrainingDisplay(TrainingDisplay):
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
         pass
 
-    def advance(self, train: float, items: int, lr: float) -> None:
+    def advance(self, train: float, items: int, lr: float, steps: int = 1) -> None:
         pass
 
     def end_epoch(self, train: float, score: float, best: float, lr: float) -> None:

@@ -180,8 +180,8 @@ class DistributedTrainingStep(TrainingStep):
     def __init__(
         self, network: CausalNetwork, task: Task, config: TrainConfig, cluster: Cluster
     ) -> None:
-        super().__init__(network, task, config)
-        self.capture = False  # a step that talks to other processes cannot be replayed alone
+        # A step that talks to other processes cannot be replayed alone: never captured.
+        super().__init__(network, task, config, capture=False)
         self.world = cluster.world
         devices = [cluster.device] if cluster.device.type == "cuda" else None
         wrapped = DistributedDataParallel(network, device_ids=devices)
@@ -309,7 +309,7 @@ def _train(
     run = report.run = _run_folder(cluster, config, resume)
     trainer = DistributedTrainer(run, network, task, task_data, cluster)
     if resume is not None:
-        trainer.resume(resume.load_state("last", map_location=cluster.device))
+        trainer.resume(resume.load_state("last"))  # on the CPU: see `Trainer.resume`
     parameters = sum(p.numel() for p in network.parameters())
     each = "one GPU" if cluster.device.type == "cuda" else describe(cluster.device)
     title = (

@@ -60,13 +60,15 @@ class TrainedModel:
 
 def load_model(ref: str, model: str | None, which: Which, device: torch.device) -> TrainedModel:
     """The `which` ('best' or 'last') checkpoint of `ref`, on `device`, in eval mode; the
-    shipped demo of a preset the user has no run of."""
+    shipped demo of a preset the user has no run of. The checkpoint is read onto the CPU and
+    only the weights that are sampled go to `device` (not the optimizer's state, nor the
+    other of the trained and averaged weights)."""
     path = Path(ref).expanduser()
     demo = None
     if path.suffix == ".pt":
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} does not exist")
-        config, state = load_checkpoint_file(path, map_location=device)
+        config, state = load_checkpoint_file(path)
         source = path
     else:
         try:
@@ -77,13 +79,13 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
                 raise NoRunError(missing_model(ref, model, str(error))) from None
             run = None
         if run is not None:
-            config, state = run.config, run.load_state(which, map_location=device)
+            config, state = run.config, run.load_state(which)
             source = run.checkpoint_path(which)
         else:
             assert demo is not None
             config, source = demo.config, demo.path
             state = {
-                "weights": demo.weights(device),
+                "weights": demo.weights(),
                 "training": demo.training,
                 "data_profile": demo.profile,
             }

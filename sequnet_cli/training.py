@@ -14,6 +14,10 @@ progress finish, then saves the steps done since the last checkpoint, so an inte
 always leaves a resumable `last.pt` (or, before its first step, no run at all). Resuming is
 exact: the order of an epoch's batches comes from a generator seeded by (seed, epoch), batches
 already done are skipped, and every random state is restored.
+
+Batches are drawn ahead of the step in a background thread (`sequnet_cli.batch_feed`), and the
+losses stay on the device, read back at the pace of the display: on a GPU the host never waits
+for a step to finish before preparing and sending the next.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
+from sequnet_cli.batch_feed import BatchFeed
 from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
 from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
@@ -40,6 +45,8 @@ from sequnet_cli.evaluation import evaluate_split
 from sequnet_cli.paths import runs_dir
 from sequnet_cli.tasks import Batch, Task, TaskData, task_for
 from sequnet_cli.training_step import TrainingStep
+
+READ_EVERY_SECONDS = 0.5  # how often the display reads the training losses back from the device
 
 
 @dataclass
@@ -104,6 +111,8 @@ class Trainer:
         self.averaged = self.training_step.averaged
         self.state = TrainingState(lr=self.config.lr, metric=f"valid {task.metric}")
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        # Its state after the last batch trained on (the feed may have drawn more since).
+        self.data_state = self.data_generator.get_state()
         self.data_profile = data.profile()  # what sampling needs of the training data
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
 
@@ -111,7 +120,9 @@ class Trainer:
         return TrainingStep(self.network, self.task, self.config)
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a `last.pt` checkpoint of this run."""
+        """Continue from a `last.pt` checkpoint of this run, loaded onto the CPU whatever the
+        run's device (its random states must stay there; weights and optimizer state are
+        copied to the network's device as they are loaded)."""
         self.network.load_state_dict(checkpoint.get("training_weights", checkpoint["weights"]))
         self.state = TrainingState(**checkpoint["training"])
         if self.averaged is not None:
@@ -121,6 +132,7 @@ class Trainer:
         restore_rng(checkpoint["rng"])
         if "data_generator" in checkpoint:
             self.data_generator.set_state(checkpoint["data_generator"])
+            self.data_state = self.data_generator.get_state()
         self.saved_step = self.state.step
 
     def fit(
@@ -134,18 +146,21 @@ class Trainer:
             batches = self.data.epoch_batches(self.config.batch_size)
             self.state.epoch_batches = batches
             display.start_epoch(self.state.epoch + 1, limits.epochs, batches, self.state.batch)
-            nats, count = 0.0, 0  # the training loss of this period, in the task's metric below
-            for batch_loss, items in self._epoch_steps():
-                self.state.seconds = base + time.monotonic() - started
-                nats, count = nats + batch_loss * items, count + items
-                display.advance(self.task.score(nats, count), items, self.state.lr)
-                stop = self._limit_reached(limits)
-                if stop:
-                    break
+            losses = LossTally(self.device)  # the training loss of this period
+            with closing(self._epoch_steps()) as steps:  # closed early: the feed stops at once
+                for total, count in steps:
+                    self.state.seconds = base + time.monotonic() - started
+                    losses.add(total, count)
+                    if losses.due():
+                        self._show(losses, display)
+                    stop = self._limit_reached(limits)
+                    if stop:
+                        break
+            self._show(losses, display)
             epoch_done = self.state.batch >= batches
             if epoch_done:
                 self.state.epoch, self.state.batch = self.state.epoch + 1, 0
-            train = self.task.score(nats, count) if count else math.nan
+            train = self.task.score(losses.nats, losses.count) if losses.count else math.nan
             self._end_of_period(display, epoch_done, train)
             if on_period is not None and on_period(self.state):
                 stop = True
@@ -156,33 +171,48 @@ class Trainer:
             return True
         return bool(limits.minutes) and self.state.seconds >= 60 * limits.minutes
 
-    def _epoch_steps(self) -> Iterator[tuple[float, int]]:
-        """Optimizer steps over the rest of the current epoch: (mean loss, predicted items)."""
+    def _epoch_steps(self) -> Generator[tuple[torch.Tensor, torch.Tensor]]:
+        """Optimizer steps over the rest of the current epoch: each one's summed loss and
+        predicted elements, as tensors on the device."""
         generator = self.data.epoch_generator(
             self.config.seed, self.state.epoch, self.data_generator
         )
         self.network.train()
         done = self.state.batch  # batches of this epoch finished before a resume
         batches = self.data.batches("train", self.config.batch_size, generator, skip=done)
-        while True:
-            # Drawing a batch and stepping on it is one unit: Ctrl-C lands before or after it,
-            # so the weights, the random states and the counters a checkpoint saves agree.
-            with _ctrl_c_deferred():
-                batch = next(batches, None)
-                if batch is None:
-                    return
-                loss, count = self._step(batch.to(self.device))
-                self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
-            yield loss, count
+        with BatchFeed(batches, self.data_generator, self.device) as feed:
+            while True:
+                # Taking a batch and stepping on it is one unit: Ctrl-C lands before or after
+                # it, so the weights, the random states and the counters a checkpoint saves
+                # agree.
+                with _ctrl_c_deferred():
+                    drawn = next(feed, None)
+                    if drawn is None:
+                        return
+                    batch, self.data_state = drawn
+                    loss = self._step(batch.to(self.device))
+                    self.state.batch, self.state.step = self.state.batch + 1, self.state.step + 1
+                yield loss
 
-    def _step(self, batch: Batch) -> tuple[float, int]:
-        value, count = self.training_step(batch)
-        if not math.isfinite(value):
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step: the batch's summed loss and predicted elements, on the device."""
+        return self.training_step(batch)
+
+    def _show(self, losses: LossTally, display: TrainingDisplay) -> None:
+        """Read the period's new losses back from the device and show them; a loss that is
+        no longer a number ends the run."""
+        steps, nats, count = losses.read()
+        if not steps:
+            return
+        if not math.isfinite(nats):
+            first = self.state.step - steps + 1
+            where = f"at step {first}" if steps == 1 else f"in steps {first}-{self.state.step}"
             raise SequnetError(
-                f"the training loss became {value} at step {self.state.step + 1}; "
-                "lower the learning rate (--set train.lr=...) or enable clipping (--set train.clip=0.5)"
+                f"the training loss became {nats} {where}; lower the learning rate "
+                "(--set train.lr=...) or enable clipping (--set train.clip=0.5)"
             )
-        return value, count
+        score = self.task.score(losses.nats, losses.count)
+        display.advance(score, count, self.state.lr, steps=steps)
 
     def _end_of_period(self, display: TrainingDisplay, epoch_done: bool, train: float) -> None:
         """Validate, record (training score in the metric's units, with dropout), checkpoint."""
@@ -262,7 +292,7 @@ class Trainer:
             "optimizer": self.training_step.optimizer_state(),
             "training": asdict(self.state),
             "rng": capture_rng(),
-            "data_generator": self.data_generator.get_state(),
+            "data_generator": self.data_state,
             "data_profile": self.data_profile,
         }
 
@@ -281,6 +311,38 @@ class Trainer:
         if not self.run.checkpoint_path("best").is_file():
             kept += "; it has no best.pt yet: sample it with --checkpoint last"
         return kept
+
+
+class LossTally:
+    """A period's training losses, summed on the device as the steps come and read back when
+    asked (reading waits for the device: the display asks every `READ_EVERY_SECONDS`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # nats, elements
+        self.pending = 0  # steps added since the last read
+        self.nats, self.count = 0.0, 0  # what was read so far
+        self.read_at = time.monotonic()
+
+    def add(self, total: torch.Tensor, count: torch.Tensor) -> None:
+        """One step's summed loss and predicted elements (tensors the step may reuse: they
+        are added now, in the device's order)."""
+        self.sums[0] += total
+        self.sums[1] += count
+        self.pending += 1
+
+    def due(self) -> bool:
+        return time.monotonic() - self.read_at >= READ_EVERY_SECONDS
+
+    def read(self) -> tuple[int, float, int]:
+        """The steps, summed nats and elements since the last read (added to the totals)."""
+        self.read_at = time.monotonic()
+        if not self.pending:
+            return 0, 0.0, 0
+        nats, count = self.sums.tolist()
+        self.sums.zero_()
+        steps, self.pending = self.pending, 0
+        self.nats, self.count = self.nats + nats, self.count + int(count)
+        return steps, nats, int(count)
 
 
 def check_validation_data(data: TaskData) -> None:
@@ -412,7 +474,7 @@ def _train(
     try:
         trainer = Trainer(run, network, task, task_data, device)
         if resume is not None:
-            trainer.resume(resume.load_state("last", map_location=device))
+            trainer.resume(resume.load_state("last"))  # on the CPU: see `Trainer.resume`
         parameters = sum(p.numel() for p in network.parameters())
         title = (
             f"{config.preset} / {config.model.name} ({config.model.architecture}, "

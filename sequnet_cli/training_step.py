@@ -6,9 +6,14 @@ same task, so any change to the step (its optimizer, precision or capture) shows
 Precision (`train.precision`): `fp32`, or `bf16`, which runs the network under autocast in
 bfloat16 while the weights, their gradients, the optimizer and the checkpoints stay in float32
 and the tasks compute the loss and its softmax in float32; `auto` is bf16 on CUDA GPUs that
-support it, fp32 elsewhere. Capture (`train.capture`, CUDA only): batches of a repeated shape
-are trained by replaying the step as a CUDA graph (`sequnet_cli.captured_step`); if capture
-fails, one warning and the step runs eagerly.
+support it, fp32 elsewhere. Capture (`train.capture`, CUDA only): where the task's batches all
+have one shape (`Task.fixed_batch_shape`: audio excerpts; piano-roll pieces vary in length, so a
+graph would rarely replay), the step is replayed as a CUDA graph (`sequnet_cli.captured_step`);
+if capture fails, one warning and the step runs eagerly.
+
+A step returns its loss as tensors on the device, never read back here: the host goes on to the
+next batch while the device still works on this one, and the trainer reads the losses back at
+the pace of its display.
 """
 
 from __future__ import annotations
@@ -34,35 +39,44 @@ class TrainingStep:
     (`averaged`); the trainer validates it beside the trained weights and keeps the better.
     """
 
-    def __init__(self, network: CausalNetwork, task: Task, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        network: CausalNetwork,
+        task: Task,
+        config: TrainConfig,
+        capture: bool | None = None,
+    ) -> None:
+        """`capture`: replay the step as a CUDA graph; None decides from the config, the device
+        and the task (a step that must talk to other processes passes False)."""
         self.network, self.task, self.config = network, task, config
         # What the batch goes through: the network itself, or a wrapper of it that also
         # exchanges gradients with other processes (`sequnet_cli.distributed`).
         self.forward_network: CausalNetwork = network
         self.device = next(network.parameters()).device
         self.autocast = autocast_dtype(self.device, config.precision)
+        self.capture = captures(config, self.device, task) if capture is None else capture
         # A replayed graph needs a capturable optimizer; elsewhere it would only cost time.
-        self.capture = config.capture and self.device.type == "cuda"
         self.optimizer = make_optimizer(
             network, config.lr, config.weight_decay, capturable=self.capture
         )
         self.averaged = WeightAverage(network, config.ema) if config.ema > 0 else None
         self.graph: CapturedStep | None = None
+        self._lr = config.lr
 
-    def __call__(self, batch: Batch) -> tuple[float, int]:
-        """One optimizer step on `batch` (on the network's device); returns the batch's mean
-        loss in nats per predicted element and how many elements were predicted."""
+    def __call__(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """One optimizer step on `batch` (on the network's device); returns the summed loss
+        (nats) and the number of predicted elements, as tensors on the device (reading them
+        would wait for the step to finish)."""
         try:
             total, count = self._captured(batch) if self.capture else self._update(batch)
             if self.averaged is not None:
                 self.averaged.update(self.network)
-            total_value, count_value = total.item(), max(int(count.item()), 1)
         except torch.OutOfMemoryError as error:
             raise DeviceError(
                 f"out of memory at batch size {self.config.batch_size}; "
                 "lower it with --set train.batch_size=N"
             ) from error
-        return total_value / count_value, count_value
+        return total, count
 
     def _update(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The step itself, in tensor operations only (so that it can be captured): returns the
@@ -95,6 +109,7 @@ class TrainingStep:
                     "without capture (turn it off with --set train.capture=false)"
                 )
                 self.capture = False
+                self._plain_optimizer()
                 return self._update(batch)
         if self.graph.fits(batch):
             return self.graph(batch)
@@ -112,10 +127,12 @@ class TrainingStep:
 
     @property
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The learning rate as set (a capturable optimizer holds it rounded to float32)."""
+        return self._lr
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate (in place when a captured graph reads it from a tensor)."""
+        self._lr = lr
         for group in self.optimizer.param_groups:
             if isinstance(group["lr"], Tensor):
                 group["lr"].fill_(lr)
@@ -130,14 +147,24 @@ class TrainingStep:
         return {**state, "param_groups": groups}
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        """Restore `optimizer_state()`; a captured step keeps its learning-rate tensor."""
+        """Restore `optimizer_state()`. Whether the optimizer is capturable is this step's
+        choice, not the checkpoint's (a run saved on a CPU may resume on a GPU, and the other
+        way round); a captured step keeps its learning-rate tensor."""
         lr = float(state["param_groups"][0]["lr"])
         tensors = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state)
         for group, tensor in zip(self.optimizer.param_groups, tensors, strict=True):
+            group["capturable"] = self.capture
             if isinstance(tensor, Tensor):
                 group["lr"] = tensor
         self.set_lr(lr)
+
+    def _plain_optimizer(self) -> None:
+        """The optimizer as a step that is never captured wants it: not capturable (which
+        would only cost time, with a warning from PyTorch), its learning rate a number."""
+        for group in self.optimizer.param_groups:
+            group["capturable"] = False
+            group["lr"] = self._lr
 
 
 class WeightAverage:
@@ -179,6 +206,12 @@ class WeightAverage:
     @staticmethod
     def _tensors(network: CausalNetwork) -> list[torch.Tensor]:
         return [*network.parameters(), *network.buffers()]
+
+
+def captures(config: TrainConfig, device: torch.device, task: Task) -> bool:
+    """Whether a step is replayed as a CUDA graph: on CUDA unless `train.capture` is off, for
+    tasks whose batches all have one shape (others would capture a graph for every length)."""
+    return config.capture and device.type == "cuda" and task.fixed_batch_shape
 
 
 def make_optimizer(

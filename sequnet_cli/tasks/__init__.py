@@ -51,18 +51,33 @@ class FileProgress(Protocol):
 
 @dataclass
 class Batch:
-    """Network input `x: (B, C, T)`, targets, and a mask of the predicted positions."""
+    """A batch in the task's most compact form (the task's `loss_sum` makes the network's
+    input from it): inputs `x` (`(B, C, T)` frames, or `(B, T)` audio codes), targets, and a
+    mask of the predicted positions."""
 
     x: Tensor
     target: Tensor
-    mask: Tensor  # (B, T_out) float, 1 where a prediction counts
+    mask: Tensor  # (B, T_out) float or bool, nonzero where a prediction counts
 
     @property
     def count(self) -> int:
         return int(self.mask.sum().item())
 
+    @property
+    def nbytes(self) -> int:
+        """What the batch takes in memory, and to send to a device."""
+        return sum(t.numel() * t.element_size() for t in (self.x, self.target, self.mask))
+
+    def pinned(self) -> Batch:
+        """The batch in page-locked host memory, which a GPU copies from while it computes."""
+        return Batch(self.x.pin_memory(), self.target.pin_memory(), self.mask.pin_memory())
+
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.x.to(device), self.target.to(device), self.mask.to(device))
+        """The batch on `device`; from pinned memory the copies do not wait for the device."""
+        blocking = not (device.type == "cuda" and self.x.is_pinned())
+        return Batch(
+            *(t.to(device, non_blocking=not blocking) for t in (self.x, self.target, self.mask))
+        )
 
 
 @dataclass(frozen=True)
@@ -213,6 +228,9 @@ class Task(Protocol):
     in_channels: int
     out_channels: int
     sample_rate: int | None  # elements per second of real time, when fixed (audio)
+    # Whether every training batch has the same shape (a CUDA graph of the step then replays
+    # for all of them); False where lengths vary with the data.
+    fixed_batch_shape: bool
 
     def build_network(self) -> CausalNetwork:
         """The run's network with the task's input and output widths."""

@@ -60,6 +60,7 @@ class AudioTask:
     unit = "samples"
     output_suffixes = (".wav",)
     generated_bytes = 64  # the codes, the waveform and its statistics, in several dtypes
+    fixed_batch_shape = True  # excerpts of receptive field + excerpt_targets samples
 
     def __init__(self, config: RunConfig, profile: Mapping[str, Any] | None = None) -> None:
         self.config = config  # audio sampling needs nothing of the data: `profile` is empty
@@ -102,9 +103,11 @@ class AudioTask:
 
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed cross-entropy (nats) of the batch's targets, computed in valid mode; the
-        softmax and the loss always in float32."""
-        output = network(batch.x, outputs=batch.target.shape[-1])  # (B, C, N)
-        return self.coding.nll(output.float(), batch.target)  # float32 even under autocast
+        softmax and the loss always in float32. The batch holds codes; the network's input
+        is made from them here, on the batch's device."""
+        x = self.coding.encode(batch.x)  # (B, C, L - 1)
+        output = network(x, outputs=batch.target.shape[-1])  # (B, C, N)
+        return self.coding.nll(output.float(), batch.target.long())  # float32 under autocast
 
     @staticmethod
     def score(nats: float, count: int) -> float:
@@ -112,11 +115,13 @@ class AudioTask:
         return nats / max(count, 1) / math.log(2)
 
     def collate(self, codes: Tensor, targets: int) -> Batch:
-        """`codes: (B, L)` int64 -> coded inputs of all but the last, the last `targets`
-        as targets."""
-        x = self.coding.encode(codes[:, :-1])  # (B, C, L - 1)
-        target = codes[:, -targets:]  # (B, N)
-        return Batch(x, target, torch.ones(target.shape, dtype=torch.float32))
+        """`codes: (B, L)` -> a batch of 8-bit codes: all but the last as inputs `(B, L - 1)`,
+        the last `targets` as targets `(B, N)`, every target counted (a boolean mask). The
+        network's input is made from the codes by `loss_sum`, on the device."""
+        codes = codes.to(torch.uint8)
+        target = codes[:, -targets:].contiguous()
+        mask = torch.ones(target.shape, dtype=torch.bool)
+        return Batch(codes[:, :-1].contiguous(), target, mask)
 
     def random_batch(
         self, batch_size: int, targets: int, receptive_field: int, generator: torch.Generator

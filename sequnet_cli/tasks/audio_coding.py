@@ -70,11 +70,15 @@ class AudioCoding:
         return CLASSES if self.output == "softmax" else 3 * self.mixtures
 
     def encode(self, codes: Tensor) -> Tensor:
-        """Classes `(B, T)` int64 -> network input `(B, in_channels, T)` float32."""
-        x = F.one_hot(codes, CLASSES).transpose(1, 2).float()
-        if self.input == "one-hot":
-            return x
-        return torch.cat([x, _amplitude(codes).unsqueeze(1)], 1)
+        """Classes `(B, T)` (any integer dtype) -> network input `(B, in_channels, T)` float32,
+        made where the codes are (batches cross to a GPU as 8-bit codes, a 32nd of the one-hot
+        input's bytes, and become the network's input there)."""
+        batch, length = codes.shape
+        x = torch.zeros(batch, self.in_channels, length, device=codes.device)
+        x[:, :CLASSES].scatter_(1, codes.long().unsqueeze(1), 1.0)
+        if self.input != "one-hot":
+            x[:, CLASSES] = _amplitude(codes)
+        return x
 
     def encode_step(self, codes: Tensor, out: Tensor) -> Tensor:
         """Classes `(B, 1)` int64 -> one step's input written into `out: (B, in_channels)`."""

@@ -76,6 +76,8 @@ class PianoRollTask:
     generated_bytes = 1024  # the roll, its copies while writing, and the MIDI notes
     in_channels = out_channels = PITCHES
     sample_rate = None  # frames have no fixed rate: they follow the beat
+    # Batches are padded to their longest piece, so their lengths vary from batch to batch.
+    fixed_batch_shape = False
 
     def __init__(self, config: RunConfig, profile: Mapping[str, Any] | None = None) -> None:
         self.config = config
