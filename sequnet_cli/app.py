@@ -267,6 +267,13 @@ NoCaptureOption = Annotated[
         help="CUDA: run generation step by step instead of as captured CUDA graphs.",
     ),
 ]
+VoicesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Piano roll: voices per frame: data (drawn from the training frames' counts, the "
+        "default), free (every pitch drawn independently), or a number N.",
+    ),
+]
 WhichOption = Annotated[
     Literal["best", "last"],
     typer.Option("--checkpoint", help="Which checkpoint of the run: best or last."),
@@ -299,6 +306,7 @@ def evaluate(
         float, typer.Option(help="--generation: divide the logits by this.")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="--generation: random seed.")] = 0,
+    voices: VoicesOption = None,
     no_capture: NoCaptureOption = False,
 ) -> None:
     """Score a trained model: frame-wise NLL (piano roll) or bits per audio sample; or, with
@@ -311,7 +319,9 @@ def evaluate(
         from sequnet_cli.console import print_stability
         from sequnet_cli.stability import StabilityRequest, stability_report
 
-        request = StabilityRequest(seconds, count, temperature, seed, capture=not no_capture)
+        request = StabilityRequest(
+            seconds, count, temperature, seed, capture=not no_capture, voices=voices
+        )
         request.check()
         trained = load_model(ref, model, checkpoint, target)
         print_stability(stability_report(trained, request, target, data, data_dir), json_output)
@@ -388,11 +398,16 @@ def sample(
         typer.Option("--no-primer-in-output", help="Write only the continuation, not the primer."),
     ] = False,
     tempo: Annotated[
-        float, typer.Option(help="Piano roll: tempo of the written MIDI in beats per minute.")
-    ] = 120.0,
+        float | None,
+        typer.Option(
+            help="Piano roll: tempo of the written MIDI in beats per minute (default: the "
+            "primer's, else the training files', else 120).",
+        ),
+    ] = None,
     program: Annotated[
         int, typer.Option(help="Piano roll: General MIDI program (0 = acoustic grand piano).")
     ] = 0,
+    voices: VoicesOption = None,
     play: Annotated[
         bool,
         typer.Option(
@@ -422,6 +437,7 @@ def sample(
         keep_primer=not no_primer_in_output,
         tempo=tempo,
         program=program,
+        voices=voices,
         play=play,
         capture=not no_capture,
         threads=threads,

@@ -17,8 +17,10 @@ that is evaluated and sampled), `training_weights` and `averaged_weights` (with 
 average: the trained weights and their average, `weights` being the one that validated
 better), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
-(`capture_rng()`), `data_generator` (the state of the generator drawing training batches), and
-for a run of several processes `process_rng` (each process's `capture_rng()`, by rank).
+(`capture_rng()`), `data_generator` (the state of the generator drawing training batches),
+`data_profile` (what sampling needs of the training data, `TaskData.profile`; absent from older
+checkpoints), and for a run of several processes `process_rng` (each process's `capture_rng()`,
+by rank).
 """
 
 from __future__ import annotations

@@ -221,6 +221,9 @@ class ShardedData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         return self.data.epoch_generator(seed, epoch, running)
 
+    def profile(self) -> dict[str, Any]:
+        return self.data.profile()  # every rank holds all of the data
+
 
 class DistributedTrainer(Trainer):
     """The trainer of one rank; see the module docstring for what the ranks share."""

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +58,9 @@ class SampleRequest:
     seed: int = 0
     primer: Path | None = None
     keep_primer: bool = True
-    tempo: float = 120.0
+    tempo: float | None = None  # None: the primer's, else the model's (`Task.tempo`)
     program: int = 0
+    voices: str | None = None  # piano roll: `--voices`; None: the task's default
     play: bool = False
     capture: bool = True  # on CUDA: run the step and the draw as CUDA graphs
     threads: int = 1  # CPU threads for the steps
@@ -75,7 +76,7 @@ class SampleRequest:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"--temperature must be a number above 0, got {self.temperature}")
         low, high = TEMPO_RANGE
-        if not low <= self.tempo <= high:  # NaN fails too
+        if self.tempo is not None and not low <= self.tempo <= high:  # NaN fails too
             raise ConfigError(
                 f"--tempo must be from {low:g} to {high:g} beats per minute, got {self.tempo}"
             )
@@ -98,11 +99,14 @@ def generate(
     try:
         trained = load_model(ref, model, which, device)
         plan = Plan.make(trained, request)
+        request = replace(request, tempo=plan.tempo)  # what the files are written at
         if trained.demo is not None:
             console.print(trained.demo.notice(), soft_wrap=True)
         console.print(trained.describe(), soft_wrap=True)
         task = trained.task
-        sampler = task.sampler(trained.network, request.count, request.temperature, request.seed)
+        sampler = task.sampler(
+            trained.network, request.count, request.temperature, request.seed, request.voices
+        )
         capture = request.capture and device.type == "cuda"
         generation = Autoregression(
             trained.network, sampler, request.count, plan.primer, capture, threads=request.threads
@@ -137,19 +141,21 @@ class Plan:
     primer: np.ndarray | None  # continued by the generation
     kept: np.ndarray | None  # written before each output: the primer, unless left out
     paths: list[Path]
+    tempo: float  # beats per minute the outputs are written at (`Task.tempo`)
 
     @classmethod
     def make(cls, trained: TrainedModel, request: SampleRequest) -> Plan:
         """The plan of `request` for `trained`; a `ConfigError` (or `DataError` for the primer,
         `DeviceError` for memory) before anything is generated."""
         task = trained.task
-        steps = task.generation_steps(request.steps, request.seconds, request.tempo)
+        primer = task.read_primer(request.primer) if request.primer is not None else None
+        tempo = task.tempo(request.tempo, request.primer)
+        steps = task.generation_steps(request.steps, request.seconds, tempo)
         if steps < 1:
             raise ConfigError(
                 f"--seconds {request.seconds:g} is shorter than one of the model's {task.unit}; "
                 "ask for a longer sample"
             )
-        primer = task.read_primer(request.primer) if request.primer is not None else None
         kept = primer if request.keep_primer else None
         elements = request.count * (steps + (len(kept) if kept is not None else 0))
         what = f"{steps:,} {task.unit}"
@@ -161,7 +167,7 @@ class Plan:
         )
         stem = f"{trained.config.preset}-sample"
         paths = output_paths(request.out, request.count, stem, task.output_suffixes)
-        return cls(steps, primer, kept, paths)
+        return cls(steps, primer, kept, paths, tempo)
 
 
 class _Interrupted(Exception):

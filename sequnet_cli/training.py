@@ -113,6 +113,7 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
         # Its state after the last batch trained on (the feed may have drawn more since).
         self.data_state = self.data_generator.get_state()
+        self.data_profile = data.profile()  # what sampling needs of the training data
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
 
     def _make_step(self) -> TrainingStep:
@@ -292,6 +293,7 @@ class Trainer:
             "training": asdict(self.state),
             "rng": capture_rng(),
             "data_generator": self.data_state,
+            "data_profile": self.data_profile,
         }
 
     def keep_interrupted(self) -> str:
