@@ -323,6 +323,13 @@ NoCaptureOption = Annotated[
         help="CUDA: run generation step by step instead of as captured CUDA graphs.",
     ),
 ]
+VoicesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Piano roll: voices per frame: data (drawn from the training frames' counts, the "
+        "default), free (every pitch drawn independently), or a number N.",
+    ),
+]
 WhichOption = Annotated[
     Literal["best", "last"],
     typer.Option("--checkpoint", help="Which checkpoint of the run: best or last."),
@@ -355,6 +362,7 @@ def evaluate(
         float, typer.Option(help="--generation: divide the logits by this.")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="--generation: random seed.")] = 0,
+    voices: VoicesOption = None,
     no_capture: NoCaptureOption = False,
     quick: Annotated[
         bool,
@@ -376,7 +384,9 @@ def evaluate(
         from sequnet_cli.console import print_stability
         from sequnet_cli.stability import StabilityRequest, stability_report
 
-        request = StabilityRequest(seconds, count, temperature, seed, capture=not no_capture)
+        request = StabilityRequest(
+            seconds, count, temperature, seed, capture=not no_capture, voices=voices
+        )
         request.check()
         trained = load_model(ref, model, checkpoint, target)
         print_stability(stability_report(trained, request, target, data, data_dir), json_output)
@@ -465,7 +475,8 @@ def sample(
     tempo: Annotated[
         float | None,
         typer.Option(
-            help="Piano roll: tempo of the written MIDI in beats per minute [default: 120]."
+            help="Piano roll: tempo of the written MIDI in beats per minute (default: the "
+            "primer's, else the training files', else 120).",
         ),
     ] = None,
     program: Annotated[
@@ -474,6 +485,7 @@ def sample(
             help="Piano roll: General MIDI program (0 = acoustic grand piano) [default: 0]."
         ),
     ] = None,
+    voices: VoicesOption = None,
     play: Annotated[
         bool,
         typer.Option(
@@ -490,7 +502,7 @@ def sample(
 ) -> None:
     """Generate music with a trained model through its stream; writes MIDI or WAV."""
     from sequnet_cli.devices import resolve_device
-    from sequnet_cli.generation import DEFAULT_TEMPO, SampleRequest, generate
+    from sequnet_cli.generation import SampleRequest, generate
 
     asked = {"tempo": tempo, "program": program}  # options that only some models use
     request = SampleRequest(
@@ -503,8 +515,9 @@ def sample(
         seed=seed,
         primer=primer,
         keep_primer=not no_primer_in_output,
-        tempo=tempo if tempo is not None else DEFAULT_TEMPO,
+        tempo=tempo,
         program=program if program is not None else 0,
+        voices=voices,
         asked=frozenset(name for name, value in asked.items() if value is not None),
         play=play,
         capture=not no_capture,

@@ -19,8 +19,10 @@ that is evaluated and sampled), `training_weights` and `averaged_weights` (with 
 average: the trained weights and their average, `weights` being the one that validated
 better), `optimizer` (its state dict), `training` (`sequnet_cli.training.TrainingState`:
 epoch, batch, step, lr, best score and epoch, metric, seconds, history), `rng`
-(`capture_rng()`), `data_generator` (the state of the generator drawing training batches), and
-for a run of several processes `process_rng` (each process's `capture_rng()`, by rank).
+(`capture_rng()`), `data_generator` (the state of the generator drawing training batches),
+`data_profile` (what sampling needs of the training data, `TaskData.profile`; absent from older
+checkpoints), and for a run of several processes `process_rng` (each process's `capture_rng()`,
+by rank).
 
 The module is long because it is the one place of the run folder's format: the folder, its
 checkpoints, the scores kept beside them, and finding and summarising runs.
@@ -181,14 +183,23 @@ class Run:
     def save(self, state: Mapping[str, Any], best: bool) -> None:
         """Write `state` (see the module docstring) as `last.pt`, and as `best.pt` if `best`;
         `config.json` too when a resume changed the config, so that both say the same."""
-        if self.config != self._stored:
-            self.write_config(self.config)
         payload = _to_plain(
             {**state, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         )
         targets: list[Which] = ["last", "best"] if best else ["last"]
-        for which in targets:
-            atomic_write(self.checkpoint_path(which), lambda file: torch.save(payload, file))
+        try:
+            if self.config != self._stored:
+                self.write_config(self.config)
+            for which in targets:
+                atomic_write(self.checkpoint_path(which), lambda file: torch.save(payload, file))
+        except WriteError as error:  # a full disk, most likely: say what the run still has
+            kept = f"run {self.name} has no checkpoint yet"
+            if self.checkpoint_path("last").is_file():
+                kept = (
+                    f"run {self.name} keeps its last complete checkpoint: continue it with "
+                    f"`sequnet train --resume {self.name}`"
+                )
+            raise WriteError(f"{error}; {kept}") from error
 
     def load_state(
         self, which: Which = "best", map_location: str | torch.device = "cpu"

@@ -578,6 +578,19 @@ class StudyDisplay:
         )
 
 
+class DistributionRows(Protocol):
+    """A distribution `print_stability` shows (`sequnet_cli.stability.Distribution`)."""
+
+    @property
+    def counted(self) -> str: ...
+    @property
+    def data(self) -> Sequence[float]: ...
+    @property
+    def generated(self) -> Sequence[float]: ...
+    @property
+    def distance(self) -> float: ...
+
+
 class StabilityRows(Protocol):
     """What `print_stability` shows (`sequnet_cli.stability.StabilityReport`)."""
 
@@ -595,6 +608,10 @@ class StabilityRows(Protocol):
     def clips(self) -> int: ...
     @property
     def drift(self) -> float: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def distribution(self) -> DistributionRows | None: ...
 
     def to_json(self) -> dict[str, Any]: ...
 
@@ -628,7 +645,27 @@ def print_stability(report: StabilityRows, as_json: bool) -> None:
         "over the statistics) of the last window minus the first; about 0 is stable",
         soft_wrap=True,
     )
+    if report.distribution is not None:
+        _print_distribution(report.distribution, report.unit)
     console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+
+
+def _print_distribution(distribution: DistributionRows, unit: str) -> None:
+    """Shares of all generated elements per number, against the test data's, and the distance."""
+    counted = distribution.counted
+    table = Table(title=f"{unit} per number of {counted}")
+    for column in (counted, "data", "generated"):
+        table.add_column(column, justify="right")
+    for number, (data, generated) in enumerate(
+        zip(distribution.data, distribution.generated, strict=True)
+    ):
+        table.add_row(str(number), f"{data:.1%}", f"{generated:.1%}")
+    console.print(table)
+    console.print(
+        f"{counted} distance {distribution.distance:.3f}: total variation between the generated "
+        f"and the data's shares of {unit} per number of {counted} (0 the same, 1 disjoint)",
+        soft_wrap=True,
+    )
 
 
 def _figure(value: float) -> str:

@@ -4,10 +4,10 @@
 `sequnet_cli/demo_checkpoints/<preset>.pt` is a small model of a preset trained with `sequnet
 train` itself (`scripts/make_demos.sh` remakes them all) and stored by `export_demo`: the
 resolved config, the weights in half precision (half the size; they are turned back into
-float32 when loaded, and the network computes as trained), a summary of the training, and the
-provenance: the command, seed and data it was trained with and its scores. `sample` and
-`evaluate` use the demo of a preset when the user has no run of that preset, and say so;
-`sequnet runs` lists the demos.
+float32 when loaded, and the network computes as trained), a summary of the training, what
+sampling needs of its training data (the run's `data_profile`), and the provenance: the command,
+seed and data it was trained with and its scores. `sample` and `evaluate` use the demo of a
+preset when the user has no run of that preset, and say so; `sequnet runs` lists the demos.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Demo:
     config: RunConfig
     training: Mapping[str, Any]  # epoch, step, best_score, metric
     provenance: Mapping[str, Any]  # command, seed, data, scores, metric, made, sequnet, torch
+    profile: Mapping[str, Any]  # the run's `data_profile` (`TaskData.profile`); empty if none
 
     @property
     def preset(self) -> str:
@@ -136,6 +137,7 @@ def export_demo(
         "config": stored,
         "weights": half_precision(state["weights"]),
         "training": {key: training.get(key) for key in ("epoch", "step", "best_score", "metric")},
+        "data_profile": state.get("data_profile", {}),
         "provenance": {
             "command": command,
             "seed": config.train.seed,
@@ -155,7 +157,9 @@ def export_demo(
 
 def _open(path: Path) -> Demo:
     state = _read(path, "cpu")
-    return Demo(path, RunConfig.from_dict(state["config"]), state["training"], state["provenance"])
+    config = RunConfig.from_dict(state["config"])
+    profile = state.get("data_profile", {})
+    return Demo(path, config, state["training"], state["provenance"], profile)
 
 
 def _read(path: Path, device: torch.device | str) -> dict[str, Any]:

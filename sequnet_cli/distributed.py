@@ -240,6 +240,9 @@ class ShardedData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         return self.data.epoch_generator(seed, epoch, running)
 
+    def profile(self) -> dict[str, Any]:
+        return self.data.profile()  # every rank holds all of the data
+
 
 class StopAgreed(Exception):
     """Every rank has learnt that one was told to stop (Ctrl-C, SIGTERM) after the same step."""

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,6 @@ from sequnet_cli.trained_model import TrainedModel, load_model
 
 # MIDI stores a beat's length in microseconds in 24 bits: no slower tempo can be written.
 TEMPO_RANGE = (4.0, 1000.0)
-DEFAULT_TEMPO = 120.0
 MIDI_PROGRAMS = 128
 SEEDS = 2**64  # what a torch.Generator accepts
 PREBUFFER_FLOOR = 0.25  # seconds of audio queued before live playback starts, at least
@@ -60,9 +59,10 @@ class SampleRequest:
     seed: int = 0
     primer: Path | None = None
     keep_primer: bool = True
-    tempo: float = DEFAULT_TEMPO
+    tempo: float | None = None  # None: the primer's, else the model's (`Task.tempo`)
     program: int = 0
-    asked: frozenset[str] = frozenset()  # the options of some kinds of model given: "tempo"
+    voices: str | None = None  # piano roll: `--voices`; None: the task's default
+    asked: frozenset[str] = frozenset()  # options of some kinds of model given: "tempo", ...
     play: bool = False
     capture: bool = True  # on CUDA: run the step and the draw as CUDA graphs
     threads: int = 1  # CPU threads for the steps
@@ -83,7 +83,7 @@ class SampleRequest:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"--temperature must be a number above 0, got {self.temperature}")
         low, high = TEMPO_RANGE
-        if not low <= self.tempo <= high:  # NaN fails too
+        if self.tempo is not None and not low <= self.tempo <= high:  # NaN fails too
             raise ConfigError(
                 f"--tempo must be from {low:g} to {high:g} beats per minute, got {self.tempo}"
             )
@@ -106,11 +106,14 @@ def generate(
     try:
         trained = load_model(ref, model, which, device)
         plan = Plan.make(trained, request)
+        request = replace(request, tempo=plan.tempo)  # what the files are written at
         if trained.demo is not None:
             console.print(trained.demo.notice(), soft_wrap=True)
         console.print(trained.describe(), soft_wrap=True)
         task = trained.task
-        sampler = task.sampler(trained.network, request.count, request.temperature, request.seed)
+        sampler = task.sampler(
+            trained.network, request.count, request.temperature, request.seed, request.voices
+        )
         capture = request.capture and device.type == "cuda"
         generation = Autoregression(
             trained.network, sampler, request.count, plan.primer, capture, threads=request.threads
@@ -145,6 +148,7 @@ class Plan:
     primer: np.ndarray | None  # continued by the generation
     kept: np.ndarray | None  # written before each output: the primer, unless left out
     paths: list[Path]
+    tempo: float  # beats per minute the outputs are written at (`Task.tempo`)
 
     @classmethod
     def make(cls, trained: TrainedModel, request: SampleRequest) -> Plan:
@@ -157,12 +161,6 @@ class Plan:
                 f"--{unused[0]} does not apply to this model ({task.name}, written as "
                 f"{task.output_suffixes[0]} files); leave it out"
             )
-        steps = task.generation_steps(request.steps, request.seconds, request.tempo)
-        if steps < 1:
-            raise ConfigError(
-                f"--seconds {request.seconds:g} is shorter than one of the model's {task.unit}; "
-                "ask for a longer sample"
-            )
         primer = None
         if request.primer is not None:
             if request.primer.is_dir():
@@ -171,6 +169,13 @@ class Plan:
                     f"(e.g. a {task.output_suffixes[0]} file)"
                 )
             primer = task.read_primer(request.primer)
+        tempo = task.tempo(request.tempo, request.primer)
+        steps = task.generation_steps(request.steps, request.seconds, tempo)
+        if steps < 1:
+            raise ConfigError(
+                f"--seconds {request.seconds:g} is shorter than one of the model's {task.unit}; "
+                "ask for a longer sample"
+            )
         kept = primer if request.keep_primer else None
         elements = request.count * (steps + (len(kept) if kept is not None else 0))
         what = f"{steps:,} {task.unit}"
@@ -184,7 +189,7 @@ class Plan:
         paths = output_paths(
             request.out, request.count, stem, task.output_suffixes, request.out_folder
         )
-        return cls(steps, primer, kept, paths)
+        return cls(steps, primer, kept, paths, tempo)
 
 
 class _Interrupted(Exception):

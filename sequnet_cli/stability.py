@@ -9,6 +9,10 @@ over windows of the test data. A window's distance from the data is the mean ove
 statistics of `|value - data mean| / data standard deviation`, averaged over the clips; the
 drift is the last window's distance minus the first's: how much further from the data a
 generation is by its end than at its start (about 0 for a stable model).
+
+Where the task counts something per element (piano roll: voices per frame), the report also
+gives the share of generated elements per number against the test data's, and the total
+variation distance between the two distributions (0 the same, 1 disjoint).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class StabilityRequest:
     temperature: float = 1.0
     seed: int = 0
     capture: bool = True  # on CUDA: generate with captured CUDA graphs
+    voices: str | None = None  # piano roll: `--voices`; None: the task's default
 
     def check(self) -> None:
         if self.count < 1:
@@ -46,6 +51,35 @@ class StabilityRequest:
             raise ConfigError(f"--seconds must be positive, got {self.seconds}")
         if not self.temperature > 0:
             raise ConfigError(f"--temperature must be above 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Shares of elements per number (index: the number) in the test data and in the clips."""
+
+    counted: str  # what is counted, e.g. "voices"
+    data: list[float]
+    generated: list[float]
+
+    @property
+    def distance(self) -> float:
+        """Total variation distance: half the summed absolute differences of the shares."""
+        return 0.5 * float(np.abs(np.subtract(self.data, self.generated)).sum())
+
+    @classmethod
+    def of(cls, counted: str, data: np.ndarray, generated: np.ndarray) -> Distribution:
+        """From two histograms of counts; shares up to the highest number either has."""
+        size = max(int(np.flatnonzero(h)[-1]) + 1 if h.any() else 1 for h in (data, generated))
+        shares = [(h[:size] / max(h.sum(), 1)).tolist() for h in (data, generated)]
+        return cls(counted, *shares)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counted": self.counted,
+            "data": self.data,
+            "generated": self.generated,
+            "distance": self.distance,
+        }
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,7 @@ class StabilityReport:
     clips: int
     steps: int
     unit: str
+    distribution: Distribution | None = None  # over all generated elements, if the task counts
 
     @property
     def drift(self) -> float:
@@ -77,6 +112,7 @@ class StabilityReport:
             "data": {name: {"mean": m, "std": s} for name, (m, s) in self.reference.items()},
             "windows": self.windows,
             "drift": self.drift,
+            **({"distribution": self.distribution.to_json()} if self.distribution else {}),
         }
 
 
@@ -90,17 +126,19 @@ def stability_report(
     """Generate `request.count` clips and compare them, window by window, with the test data."""
     request.check()
     task = trained.task
+    sampler = task.sampler(  # before the data is read: a wrong --voices is refused at once
+        trained.network, request.count, request.temperature, request.seed, request.voices
+    )
     with file_progress("reading the data") as progress:
         task_data = task.open_data(data, data_dir, trained.network.receptive_field, progress)
     measure = task.stability(task_data)
-    steps = task.generation_steps(None, request.seconds, 120.0)
+    steps = task.generation_steps(None, request.seconds, task.tempo(None, None))
     if steps < measure.window:
         raise ConfigError(
             f"--seconds {request.seconds:g} is shorter than one window of the report "
             f"(a {measure.window_name}); ask for more"
         )
     reference = _spread(measure.reference(), measure.names)
-    sampler = task.sampler(trained.network, request.count, request.temperature, request.seed)
     capture = request.capture and device.type == "cuda"
     with GenerationDisplay(steps * request.count, task.unit, task.sample_rate) as display:
         clips = autoregress(
@@ -115,9 +153,13 @@ def stability_report(
         _window(measure, reference, clips[:, start : start + measure.window])
         for start in range(0, steps - measure.window + 1, measure.window)
     ]
+    counting, distribution = measure.counting, None
+    if counting is not None:
+        generated = np.sum([counting.histogram(clip) for clip in clips], axis=0)
+        distribution = Distribution.of(counting.name, counting.reference, generated)
     return StabilityReport(
         trained.header(), measure.window_name, measure.names, reference, windows,
-        request.count, steps, task.unit,
+        request.count, steps, task.unit, distribution,
     )  # fmt: skip
 
 

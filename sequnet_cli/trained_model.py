@@ -87,8 +87,12 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
         else:
             assert demo is not None
             config, source = demo.config, demo.path
-            state = {"weights": demo.weights(), "training": demo.training}
-    task = task_for(config)
+            state = {
+                "weights": demo.weights(),
+                "training": demo.training,
+                "data_profile": demo.profile,
+            }
+    task = task_for(config, state.get("data_profile", {}))  # older checkpoints have none
     network = build_within_memory(
         task.build_network,
         device,

@@ -42,14 +42,7 @@ from sequnet_cli.checkpoints import Run, capture_rng, find_run, restore_rng
 from sequnet_cli.config import RunConfig, apply_overrides
 from sequnet_cli.console import QuietTrainingDisplay, TrainingDisplay, file_progress
 from sequnet_cli.devices import build_within_memory, cpu_threads, describe, training_threads
-from sequnet_cli.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    SequnetError,
-    StoppedError,
-    WriteError,
-)
+from sequnet_cli.errors import CheckpointError, ConfigError, DataError, SequnetError, StoppedError
 from sequnet_cli.evaluation import amount, batch_losses, score_losses
 from sequnet_cli.limits import Limits
 from sequnet_cli.paths import runs_dir
@@ -114,6 +107,7 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
         # Its state after the last batch trained on (the feed may have drawn more since).
         self.data_state = self.data_generator.get_state()
+        self.data_profile = data.profile()  # what sampling needs of the training data
         self.saved_step: int | None = None  # the step of the newest checkpoint, if any
         self.seconds_before = 0.0  # the run's training time when `fit` began
 
@@ -284,21 +278,8 @@ class Trainer:
         return self.network
 
     def save(self, best: bool) -> None:
-        """Write `last.pt` (and `best.pt`), atomically; a failed write names the checkpoint
-        the run keeps."""
-        try:
-            self.run.save(self.checkpoint(), best=best)
-        except WriteError as error:
-            name, step = self.run.name, self.saved_step
-            kept = (
-                f"run {name} has no checkpoint yet"
-                if step is None
-                else (
-                    f"run {name} keeps its checkpoint of step {step:,}: continue it with "
-                    f"`sequnet train --resume {name}`"
-                )
-            )
-            raise WriteError(f"{error}; {kept}") from error
+        """Write `last.pt` (and `best.pt`), atomically."""
+        self.run.save(self.checkpoint(), best=best)
         self.saved_step = self.state.step
 
     def checkpoint(self) -> dict[str, Any]:
@@ -316,6 +297,7 @@ class Trainer:
             "training": asdict(self.state),
             "rng": capture_rng(),
             "data_generator": self.data_state,
+            "data_profile": self.data_profile,
         }
 
     def keep_interrupted(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pretty_midi
 import pytest
 import soundfile as sf
 import torch
@@ -14,6 +15,7 @@ from test_cli_audio import recordings, train_tiny  # noqa: F401  (a fixture)
 
 from sequnet_cli import demos
 from sequnet_cli.checkpoints import find_run
+from sequnet_cli.data.midi import midi_to_roll
 
 
 @pytest.fixture
@@ -129,7 +131,13 @@ def test_the_shipped_demos_play_out_of_the_box(
     piano = succeed(capsys, "sample", "piano-small", "--steps", "400", "--out", str(wav))
     assert "shipped demo" in piano.out and sf.read(wav)[0].shape == (400,)
     chorale = succeed(capsys, "sample", "jsb", "--steps", "32", "--out", str(mid))
-    assert "shipped demo" in chorale.out and mid.is_file()
+    assert "shipped demo" in chorale.out and "warning" not in chorale.err
+    # The demo keeps its data's voices (four in nine frames of ten, never more), and the
+    # benchmark's rolls, which have no tempo, are written at 120 beats per minute.
+    assert demos.find_demo("jsb").profile["voices"][4] == 12478  # of JSB's training frames
+    voices = midi_to_roll(mid, frames_per_beat=2).sum(axis=1)
+    assert voices.max() <= 4 and (voices == 4).mean() > 0.8
+    assert pretty_midi.PrettyMIDI(str(mid)).get_tempo_changes()[1].tolist() == [120.0]
     scores = json.loads(succeed(capsys, "evaluate", "jsb", "--split", "test", "--json").out)
     assert scores["scores"]["test"] < 8.5
     size = sum(demo.path.stat().st_size for demo in demos.list_demos())

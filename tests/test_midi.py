@@ -1,24 +1,28 @@
-"""MIDI <-> piano roll: round trips, beat-based frames, folders, broken and non-MIDI files."""
+"""MIDI <-> piano roll: round trips, beat-based frames, tempos, folders, broken and non-MIDI
+files."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import mido
 import numpy as np
 import pretty_midi
 import pytest
 
-from sequnet_cli.config import DataConfig
+from sequnet_cli.config import DataConfig, resolve
 from sequnet_cli.data.midi import (
     load_midi_folder,
+    midi_tempo,
     midi_to_roll,
     read_midi,
     roll_to_midi,
     write_midi,
 )
-from sequnet_cli.data.rolls import split_counts
+from sequnet_cli.data.rolls import split_counts, voice_counts
 from sequnet_cli.errors import DataError, SequnetWarning, WriteError
-from sequnet_cli.tasks.piano_roll import load_piano_rolls
+from sequnet_cli.tasks.piano_roll import PianoRollTask, load_piano_rolls
 
 
 def tiny_midi(tempo: float = 120.0) -> pretty_midi.PrettyMIDI:
@@ -48,6 +52,72 @@ def test_frames_follow_the_beat(tmp_path: Path, tempo: float) -> None:
     assert roll[:, 60 - 21].tolist() == [True] * 4 + [False] * 4
     assert roll[:, 64 - 21].tolist() == [False] * 2 + [True] * 6
     assert roll.sum() == 10  # the drum and the pitch below A0 are dropped
+
+
+@pytest.mark.parametrize("tempo", [72.0, 90.0, 97.3])
+def test_a_tempo_midi_cannot_store_exactly_adds_no_frame(tmp_path: Path, tempo: float) -> None:
+    # MIDI keeps whole microseconds per beat, so the last note's end and the beat grid come back
+    # a rounding apart; that is no extra (silent) frame.
+    path = tmp_path / "tiny.mid"
+    write_midi(tiny_midi(tempo), path)
+    assert midi_to_roll(path, frames_per_beat=4).shape == (8, 88)
+    assert midi_tempo(read_midi(path)) == tempo  # to a thousandth, as it was meant
+
+
+def tempo_changes(path: Path, tempi: list[tuple[float, int]]) -> Path:
+    """A file of one note held through tempo changes: (beats per minute, beats at it)."""
+    track = mido.MidiTrack([mido.Message("note_on", note=60, velocity=90, time=0)])
+    previous = 0  # beats since the last event
+    for bpm, beats in tempi:
+        track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=previous))
+        previous = beats * 480
+    track.append(mido.Message("note_off", note=60, velocity=0, time=previous))
+    midi = mido.MidiFile(ticks_per_beat=480)
+    midi.tracks.append(track)
+    midi.save(str(path))
+    return path
+
+
+def test_a_file_tempo_is_the_one_it_plays_at_most_of_the_time(tmp_path: Path) -> None:
+    # 100 BPM for 8 beats (4.8 s), then 60 BPM for 2 beats (2 s): mostly 100.
+    mostly_fast = read_midi(tempo_changes(tmp_path / "a.mid", [(100.0, 8), (60.0, 2)]))
+    assert midi_tempo(mostly_fast) == 100.0
+    # 100 BPM for 2 beats (1.2 s), then 60 BPM for 8 beats (8 s): mostly 60.
+    mostly_slow = read_midi(tempo_changes(tmp_path / "b.mid", [(100.0, 2), (60.0, 8)]))
+    assert midi_tempo(mostly_slow) == 60.0
+    assert midi_tempo(pretty_midi.PrettyMIDI()) == 120.0  # no tempo at all: MIDI's default
+
+
+def test_a_folder_keeps_its_training_files_typical_tempo(tmp_path: Path) -> None:
+    for index, tempo in enumerate([60.0, 72.0, 90.0, 90.0, 96.0, 150.0]):
+        write_midi(tiny_midi(tempo), tmp_path / f"p{index}.mid")
+    config = DataConfig(dataset=str(tmp_path), valid_fraction=0.0, test_fraction=0.0)
+    assert load_midi_folder(tmp_path, config).tempo == 90.0  # the median of all six
+    split = DataConfig(dataset=str(tmp_path), valid_fraction=0.2, test_fraction=0.2)
+    splits = load_midi_folder(tmp_path, split)
+    tempos = [midi_tempo(read_midi(tmp_path / f"p{i}.mid")) for i in range(6)]
+    medians = {float(np.median(four)) for four in itertools.combinations(tempos, 4)}
+    assert len(splits.train) == 4 and splits.tempo in medians  # of the four training files
+
+
+def test_the_tempo_of_a_sample_is_the_option_the_primer_the_data_or_120(tmp_path: Path) -> None:
+    primer = tmp_path / "primer.mid"
+    write_midi(tiny_midi(72.0), primer)
+    config = resolve("jsb", None, [])
+    folder_run = PianoRollTask(config, {"voices": [0, 1], "tempo": 90.0})
+    assert folder_run.tempo(150.0, primer) == 150.0
+    assert folder_run.tempo(None, primer) == 72.0
+    assert folder_run.tempo(None, None) == 90.0
+    assert PianoRollTask(config, {"voices": [0, 1]}).tempo(None, None) == 120.0  # benchmarks
+    assert PianoRollTask(config).tempo(None, None) == 120.0
+
+
+def test_voice_counts_count_frames_per_number_of_sounding_pitches() -> None:
+    roll = np.zeros((5, 88), dtype=bool)
+    roll[1, :2] = roll[2, :4] = roll[3, :4] = roll[4, 87] = True
+    counts = voice_counts([roll, roll[:2]])
+    assert counts.shape == (89,) and counts.tolist()[:5] == [2, 1, 2, 0, 2]
+    assert counts.sum() == 7
 
 
 def test_fixed_frame_seconds(tmp_path: Path) -> None:

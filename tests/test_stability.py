@@ -1,5 +1,5 @@
 """`sequnet evaluate --generation`: the tasks' window statistics, the distance and the drift,
-and the command end to end on tiny models."""
+the piano roll's frames per number of voices, and the command end to end on tiny models."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from cli import assert_one_error_line, run, succeed
+from cli import assert_one_error_line, run, succeed, write_chorales
 from test_cli_audio import TINY as AUDIO_TINY
 from test_cli_audio import tone
+from test_cli_piano_roll import TINY as TINY_ROLLS
 from test_cli_piano_roll import midi_folder, train_tiny  # noqa: F401  (a fixture)
 
 from sequnet_cli.data.audio import AudioSplit
 from sequnet_cli.data.audio_decoding import mu_law_encode
-from sequnet_cli.stability import _spread, _window
+from sequnet_cli.stability import Distribution, _spread, _window
 from sequnet_cli.tasks.audio import AudioStability
 from sequnet_cli.tasks.piano_roll import PianoRollStability
 
@@ -74,6 +75,39 @@ def test_distance_is_the_mean_standardised_deviation_over_statistics_and_clips()
     assert window == {"a": 2.0, "b": 1.0, "distance": pytest.approx((2 / 2 + 0 / 2) / 2)}
 
 
+def test_a_distribution_is_shares_up_to_the_highest_number_and_their_total_variation() -> None:
+    data = np.array([2, 0, 0, 18, 180, 0, 0])  # frames with 0..6 voices
+    generated = np.array([0, 0, 10, 10, 70, 10, 0])
+    distribution = Distribution.of("voices", data, generated)
+    assert distribution.data == pytest.approx([0.01, 0, 0, 0.09, 0.9, 0])
+    assert distribution.generated == pytest.approx([0, 0, 0.1, 0.1, 0.7, 0.1])
+    # |0.01| + |-0.1| + |-0.01| + |0.2| + |-0.1|, halved
+    assert distribution.distance == pytest.approx(0.21)
+    assert Distribution.of("voices", data, data).distance == 0.0
+    silent = Distribution.of("voices", np.array([5, 0]), np.array([0, 0]))
+    assert silent.data == [1.0] and silent.generated == [0.0] and silent.distance == 0.5
+
+
+def test_evaluate_generation_reports_frames_per_number_of_voices(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chorales = write_chorales(tmp_path / "chorales", 6)  # four voices in every frame
+    succeed(capsys, "train", "jsb", "--data", str(chorales), "--epochs", "1", *TINY_ROLLS)
+    arguments = ["--generation", "--seconds", "4", "-n", "2", "--data", str(chorales)]
+    report = json.loads(succeed(capsys, "evaluate", "jsb", *arguments, "--json").out)
+    distribution = report["distribution"]
+    assert distribution["counted"] == "voices"
+    assert distribution["data"] == [0, 0, 0, 0, 1.0] == distribution["generated"]
+    assert distribution["distance"] == 0.0
+    two = json.loads(succeed(capsys, "evaluate", "jsb", *arguments, "--voices", "2", "--json").out)
+    assert two["distribution"]["generated"] == [0, 0, 1.0, 0, 0]
+    assert two["distribution"]["distance"] == 1.0
+    table = " ".join(succeed(capsys, "evaluate", "jsb", *arguments, "--voices", "2").out.split())
+    assert "frames per number of voices" in table and "voices distance 1.000" in table
+    assert "│ 2 │ 0.0% │ 100.0% │" in table and "│ 4 │ 100.0% │ 0.0% │" in table
+    assert_one_error_line(run(capsys, "evaluate", "jsb", *arguments, "--voices", "x"), "--voices")
+
+
 def test_evaluate_generation_on_a_piano_roll_model(
     capsys: pytest.CaptureFixture[str],
     midi_folder: Path,  # noqa: F811
@@ -115,3 +149,6 @@ def test_evaluate_generation_on_an_audio_model(
     assert report["window"] == "second" and len(report["windows"]) == 2
     assert set(report["data"]) == {"rms", "flatness", "centroid Hz"}
     assert 0.1 < report["data"]["rms"]["mean"] < 0.4  # the tones
+    assert "distribution" not in report  # nothing counted per audio sample
+    voices = run(capsys, "evaluate", "piano-small", *arguments, "--voices", "4")
+    assert_one_error_line(voices, "--voices is for piano-roll models")

@@ -4,7 +4,9 @@ A piano roll is a `(T, 88)` bool array, column 0 = MIDI pitch 21 (A0), as in the
 Boulanger-Lewandowski et al. (2012). Reading quantises each note's onset and offset to the
 nearest frame boundary; frames either follow the file's beats (`frames_per_beat` per quarter
 note, so tempo changes are respected) or a fixed `frame_seconds` grid. Drum tracks and pitches
-outside the piano's range are dropped. Writing makes one note per run of active frames and
+outside the piano's range are dropped. A file's tempo is the one it plays at for most of its
+length, a folder's the median of its training files'; beat-framed rolls are written back at such
+a tempo, so they keep their speed. Writing makes one note per run of active frames and
 replaces the target file atomically, so an interrupted write never leaves half a file.
 """
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 MIDI_SUFFIXES = (".mid", ".midi")
 _SPLIT_SEED = 0  # the same folder always gives the same split
+ROUNDING = 1e-6  # seconds: far below a tick, far above float rounding of note and beat times
 
 
 def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
@@ -74,11 +77,13 @@ def midi_to_roll(
 def _frame_boundaries(
     midi: pretty_midi.PrettyMIDI, end: float, frames_per_beat: int, frame_seconds: float
 ) -> np.ndarray:
-    """Frame start times plus one boundary at or after `end`: `(T + 1,)` seconds, increasing."""
+    """Frame start times plus one boundary at or after `end` (within `ROUNDING`): `(T + 1,)`
+    seconds, increasing; at least one frame."""
     if end <= 0:
         return np.zeros(1)
     if frame_seconds > 0:
-        return np.arange(int(np.ceil(end / frame_seconds)) + 1) * frame_seconds
+        frames = max(1, int(np.ceil((end - ROUNDING) / frame_seconds)))
+        return np.arange(frames + 1) * frame_seconds
     beats = midi.get_beats()
     if len(beats) > 1:
         last_length = beats[-1] - beats[-2]
@@ -89,7 +94,9 @@ def _frame_boundaries(
     steps = np.arange(frames_per_beat) / frames_per_beat
     starts = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
     grid = np.append(starts, beats[-1])  # its last point is at or after `end`
-    frames = int(np.count_nonzero(grid < end))
+    # A frame starts before the end, not merely within rounding of it (a beat grid and note
+    # times are computed along different paths: 4.999998 and 4.999998000000001).
+    frames = max(1, int(np.count_nonzero(grid < end - ROUNDING)))
     return grid[: frames + 1]
 
 
@@ -114,17 +121,18 @@ def load_midi_folder(
     paths = sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()
     )
-    pieces: list[np.ndarray] = []
+    pieces: list[tuple[np.ndarray, float]] = []  # each file's roll and tempo
     for index, path in enumerate(paths):
         if progress is not None:
             progress(index, len(paths), path)
         try:
-            roll = midi_to_roll(path, data_config.frames_per_beat, data_config.frame_seconds)
+            midi = read_midi(path)
         except DataError as error:
             warn(f"skipped: {error}")
             continue
+        roll = midi_to_roll(midi, data_config.frames_per_beat, data_config.frame_seconds)
         if roll.any():
-            pieces.append(roll)
+            pieces.append((roll, midi_tempo(midi)))
         else:
             warn(f"{path} has no notes in the piano range; skipped")
     if not pieces:
@@ -132,13 +140,31 @@ def load_midi_folder(
             f"no readable MIDI files (*.mid, *.midi) with piano notes under {folder}; "
             "point --data at a folder of MIDI files"
         )
-    random.Random(_SPLIT_SEED).shuffle(pieces)
+    random.Random(_SPLIT_SEED).shuffle(pieces)  # the same order as shuffling the rolls alone
     train, valid, _ = split_counts(
         len(pieces), data_config.valid_fraction, data_config.test_fraction
     )
+    rolls = [roll for roll, _ in pieces]
     return PianoRollSplits(
-        train=pieces[:train], valid=pieces[train : train + valid], test=pieces[train + valid :]
+        train=rolls[:train],
+        valid=rolls[train : train + valid],
+        test=rolls[train + valid :],
+        tempo=float(np.median([tempo for _, tempo in pieces[:train]])),
     )
+
+
+def midi_tempo(midi: pretty_midi.PrettyMIDI) -> float:
+    """The tempo `midi` plays at for most of its length, in (quarter-note) beats per minute: the
+    median of its tempo over time, which is its tempo when it has only one."""
+    times, tempi = midi.get_tempo_changes()
+    end = max(midi.get_end_time(), float(times[-1]))
+    lengths = np.diff(np.append(times, end))  # how long each tempo lasts
+    if lengths.sum() <= 0:
+        return round(float(tempi[-1]), 3)
+    order = np.argsort(tempi, kind="stable")
+    elapsed = np.cumsum(lengths[order])
+    # A file stores whole microseconds per beat (90 BPM reads back as 90.00009): what was meant.
+    return round(float(tempi[order][np.searchsorted(elapsed, elapsed[-1] / 2)]), 3)
 
 
 def roll_to_midi(

@@ -18,11 +18,20 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class PianoRollSplits:
-    """Pieces per split, each a `(T, 88)` bool array."""
+    """Pieces per split, each a `(T, 88)` bool array, and the training pieces' typical tempo in
+    beats per minute when their files say (MIDI folders; the released rolls have none)."""
 
     train: list[np.ndarray]
     valid: list[np.ndarray]
     test: list[np.ndarray]
+    tempo: float | None = None
+
+
+def voice_counts(pieces: list[np.ndarray]) -> np.ndarray:
+    """How many frames of `pieces` (each `(T, 88)`) sound 0, 1, ..., 88 pitches: `(89,)` ints."""
+    voices = [np.count_nonzero(piece, axis=1) for piece in pieces]
+    frames = np.concatenate(voices) if voices else np.zeros(0, dtype=np.int64)
+    return np.bincount(frames, minlength=PITCHES + 1)
 
 
 def split_counts(count: int, valid_fraction: float, test_fraction: float) -> tuple[int, int, int]:

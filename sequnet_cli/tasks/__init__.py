@@ -3,8 +3,9 @@
 A task wraps a network for one kind of data; the network never knows the data type. The task
 owns everything that depends on the kind: the network's channel widths, the training data and
 its batches, the loss and the metric, the random batches `sequnet bench` times, the sampler
-that draws the next element during generation, and the writer of the generated files. Nothing
-outside the task modules asks which kind of data a run has.
+that draws the next element during generation, what sampling needs to know of the training
+data (its profile, stored with every checkpoint), and the writer of the generated files.
+Nothing outside the task modules asks which kind of data a run has.
 
 Adding a kind of data is one module here (a class with the `Task` interface, registered in
 `TASK_CLASSES`), one module in `sequnet_cli.data`, and presets. Tasks are imported when first
@@ -14,10 +15,10 @@ used, so that reading presets and `sequnet --help` do not import torch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,6 +35,7 @@ TASK_CLASSES: dict[str, str] = {
     "audio": "sequnet_cli.tasks.audio:AudioTask",
 }
 TASK_NAMES = tuple(TASK_CLASSES)
+DEFAULT_TEMPO = 120.0  # beats per minute, where neither the user nor the data says (MIDI's own)
 
 Progress = Callable[[int], None]  # called with the number of new elements
 
@@ -152,6 +154,11 @@ class TaskData(Protocol):
         `(seed, epoch)`, or `running`, whose state the trainer checkpoints."""
         ...
 
+    def profile(self) -> dict[str, Any]:
+        """What sampling needs to know of the training data, in plain values: stored with every
+        checkpoint and given back to `task_for` when the model is loaded."""
+        ...
+
 
 class Sampler(Protocol):
     """Draws generated elements from a network's outputs, one time step at a time.
@@ -185,6 +192,18 @@ class Sampler(Protocol):
         ...
 
 
+class Counting(Protocol):
+    """A number per element (piano roll: voices per frame) whose distribution over generated
+    elements `sequnet evaluate --generation` compares with the test data's."""
+
+    name: str  # what is counted, e.g. "voices"
+    reference: np.ndarray  # (bins,) ints: elements of the test data per number
+
+    def histogram(self, values: np.ndarray) -> np.ndarray:
+        """Elements of one generated sequence `(n, ...)` per number: `(bins,)` ints."""
+        ...
+
+
 class StabilityMeasure(Protocol):
     """How a task compares generated output with its data over time (`sequnet evaluate
     --generation`): statistics of windows of generated elements and of the test data."""
@@ -192,6 +211,7 @@ class StabilityMeasure(Protocol):
     window: int  # elements per window
     window_name: str  # what one window is, e.g. "second", "8 frames"
     names: tuple[str, ...]  # the statistics, with their units where they have one
+    counting: Counting | None  # a distribution over all elements as well, if the task has one
 
     def statistics(self, values: np.ndarray) -> dict[str, float]:
         """The statistics of one window of one generated sequence, `(window, ...)`."""
@@ -261,6 +281,11 @@ class Task(Protocol):
         """The sizes `sequnet bench` measures at: the paper's, or `--quick` ones for a CPU."""
         ...
 
+    def tempo(self, given: float | None, primer: Path | None) -> float:
+        """The tempo in beats per minute outputs are written at (`--tempo` or not given, and the
+        primer); `DEFAULT_TEMPO` where it means nothing."""
+        ...
+
     def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
         """How many elements `sequnet sample` generates for its `--steps` or `--seconds`."""
         ...
@@ -269,8 +294,16 @@ class Task(Protocol):
         """A primer file in the task's storage form (as the training data was read)."""
         ...
 
-    def sampler(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> Sampler:
-        """A seeded sampler for `count` sequences at once."""
+    def sampler(
+        self,
+        network: CausalNetwork,
+        count: int,
+        temperature: float,
+        seed: int,
+        voices: str | None = None,
+    ) -> Sampler:
+        """A seeded sampler for `count` sequences at once; `voices`: the `--voices` option
+        (piano roll; None is the task's default)."""
         ...
 
     def write(
@@ -294,12 +327,14 @@ class Task(Protocol):
         ...
 
 
-def task_for(config: RunConfig) -> Task:
-    """The task of a run config (its `task` key names it)."""
+def task_for(config: RunConfig, profile: Mapping[str, Any] | None = None) -> Task:
+    """The task of a run config (its `task` key names it); `profile`: what a stored model's
+    checkpoint holds of its training data (`TaskData.profile`; empty if it holds none), None for a
+    task that is not a stored model's."""
     if config.task not in TASK_CLASSES:
         from sequnet_cli.errors import ConfigError
 
         raise ConfigError(f"unknown task '{config.task}'; known: {', '.join(TASK_NAMES)}")
     module, _, name = TASK_CLASSES[config.task].partition(":")
-    task_class: Callable[[RunConfig], Task] = getattr(importlib.import_module(module), name)
-    return task_class(config)
+    task_class: Callable[..., Task] = getattr(importlib.import_module(module), name)
+    return task_class(config, profile)

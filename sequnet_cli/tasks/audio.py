@@ -12,9 +12,9 @@ sample of a split. Samples are written as 16-bit WAV.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,8 +31,16 @@ from sequnet_cli.data.audio_decoding import (
     mu_law_encode,
 )
 from sequnet_cli.data.audio_files import SPLITS
-from sequnet_cli.errors import DataError
-from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard, TaskData
+from sequnet_cli.errors import ConfigError, DataError
+from sequnet_cli.tasks import (
+    DEFAULT_TEMPO,
+    WHOLE,
+    Batch,
+    BenchShape,
+    FileProgress,
+    Shard,
+    TaskData,
+)
 from sequnet_cli.tasks.audio_coding import CLASSES, AudioCoding
 
 if TYPE_CHECKING:
@@ -59,8 +67,8 @@ class AudioTask:
     generated_bytes = 64  # the codes, the waveform and its statistics, in several dtypes
     fixed_batch_shape = True  # excerpts of receptive field + excerpt_targets samples
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, config: RunConfig, profile: Mapping[str, Any] | None = None) -> None:
+        self.config = config  # audio sampling needs nothing of the data: `profile` is empty
         self.coding = AudioCoding.of(config.data)
         self.in_channels, self.out_channels = self.coding.in_channels, self.coding.out_channels
         self.sample_rate = config.data.sample_rate
@@ -147,6 +155,9 @@ class AudioTask:
 
     # --- generation ---------------------------------------------------------------------------
 
+    def tempo(self, given: float | None, primer: Path | None) -> float:
+        return DEFAULT_TEMPO  # audio has no beat
+
     def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
         if steps is not None:
             return steps
@@ -159,8 +170,15 @@ class AudioTask:
         return mu_law_encode(load_audio(path, self.sample_rate))
 
     def sampler(
-        self, network: CausalNetwork, count: int, temperature: float, seed: int
+        self,
+        network: CausalNetwork,
+        count: int,
+        temperature: float,
+        seed: int,
+        voices: str | None = None,
     ) -> AudioSampler:
+        if voices is not None:
+            raise ConfigError("--voices is for piano-roll models; leave it out for audio")
         return AudioSampler(network, self.coding, count, temperature, seed)
 
     def waveform(self, codes: np.ndarray, primer: np.ndarray | None) -> np.ndarray:
@@ -203,6 +221,7 @@ class AudioStability:
 
     names = ("rms", "flatness", "centroid Hz")
     window_name = "second"
+    counting = None
 
     def __init__(self, sample_rate: int, split: AudioSplit) -> None:
         self.window, self.sample_rate, self.split = sample_rate, sample_rate, split
@@ -347,3 +366,6 @@ class AudioData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         """One stream of random excerpts across epochs; the trainer checkpoints its state."""
         return running
+
+    def profile(self) -> dict[str, Any]:
+        return {}  # audio sampling needs nothing of the data

@@ -9,15 +9,23 @@ paper). Batches are padded at the end: causal networks never see the padding of 
 and a mask keeps it out of the loss and the metric.
 
 Data: a benchmark key (`jsb`, `nottingham`, `musedata`, `piano-midi`), a `.mat` or
-Boulanger-Lewandowski `.pickle` file, or a folder of MIDI files. Samples are written as MIDI.
+Boulanger-Lewandowski `.pickle` file, or a folder of MIDI files. Samples are written as MIDI,
+at the tempo asked for, else the primer's, else the training files' typical tempo (MIDI
+folders), else 120 beats per minute (the released rolls, which have no tempo).
+
+Sampling keeps the data's polyphony unless told otherwise (`--voices`): each frame's number of
+voices is drawn from the training frames' (stored with the run), then that many pitches from the
+model's Bernoullis conditioned on their sum (`sequnet_cli.tasks.voices`). The model, its loss
+and its NLL are the paper's; only the draw changes. `--voices free` draws every pitch
+independently, `--voices N` exactly N per frame.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,11 +34,27 @@ from torch import Tensor
 
 from models import CausalNetwork, build_network
 from sequnet_cli.config import DataConfig, RunConfig
-from sequnet_cli.data.midi import load_midi_folder, midi_to_roll, roll_to_midi, write_midi
+from sequnet_cli.data.midi import (
+    load_midi_folder,
+    midi_tempo,
+    midi_to_roll,
+    read_midi,
+    roll_to_midi,
+    write_midi,
+)
 from sequnet_cli.data.polyphonic import BENCHMARKS, load_benchmark, load_mat, load_pickle
-from sequnet_cli.data.rolls import PITCHES, PianoRollSplits
-from sequnet_cli.errors import DataError, warn
-from sequnet_cli.tasks import WHOLE, Batch, BenchShape, FileProgress, Shard, TaskData
+from sequnet_cli.data.rolls import PITCHES, PianoRollSplits, voice_counts
+from sequnet_cli.errors import ConfigError, DataError, warn
+from sequnet_cli.tasks import (
+    DEFAULT_TEMPO,
+    WHOLE,
+    Batch,
+    BenchShape,
+    FileProgress,
+    Shard,
+    TaskData,
+)
+from sequnet_cli.tasks.voices import ConditionalBernoulli, VoiceCounts
 
 if TYPE_CHECKING:
     from sequnet_cli.generation import SampleRequest
@@ -56,8 +80,11 @@ class PianoRollTask:
     # Batches are padded to their longest piece, so their lengths vary from batch to batch.
     fixed_batch_shape = False
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, profile: Mapping[str, Any] | None = None) -> None:
         self.config = config
+        # What a stored model knows of its training data (`profile`): "voices", the training
+        # frames per number of voices, and "tempo" for a MIDI folder. None: not a stored model.
+        self.trained_on = profile
 
     def build_network(self) -> CausalNetwork:
         model = self.config.model
@@ -76,7 +103,8 @@ class PianoRollTask:
     ) -> PianoRollData:
         dataset = str(data) if data is not None else self.config.data.dataset
         splits = load_piano_rolls(dataset, data_dir, self.config.data, progress)
-        return PianoRollData({"train": splits.train, "valid": splits.valid, "test": splits.test})
+        pieces = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+        return PianoRollData(pieces, splits.tempo)
 
     def loss_sum(self, network: CausalNetwork, batch: Batch) -> Tensor:
         """Summed negative log-likelihood (nats) of the batch's predicted frames."""
@@ -124,6 +152,16 @@ class PianoRollTask:
             return self.config.data.frame_seconds
         return 60.0 / tempo / self.frames_per_beat
 
+    def tempo(self, given: float | None, primer: Path | None) -> float:
+        """The tempo a sample is written at: `given`, else the primer's, else the training
+        files' typical tempo (MIDI folders), else `DEFAULT_TEMPO` (the released rolls)."""
+        if given is not None:
+            return given
+        if primer is not None:
+            return midi_tempo(read_midi(primer))
+        stored = (self.trained_on or {}).get("tempo")
+        return float(stored) if stored is not None else DEFAULT_TEMPO
+
     def generation_steps(self, steps: int | None, seconds: float | None, tempo: float) -> int:
         if steps is not None:
             return steps
@@ -137,20 +175,59 @@ class PianoRollTask:
         return roll
 
     def sampler(
-        self, network: CausalNetwork, count: int, temperature: float, seed: int
+        self,
+        network: CausalNetwork,
+        count: int,
+        temperature: float,
+        seed: int,
+        voices: str | None = None,
     ) -> PianoRollSampler:
-        return PianoRollSampler(network, count, temperature, seed)
+        return PianoRollSampler(network, count, temperature, seed, self.voice_shares(voices))
+
+    def voice_shares(self, voices: str | None) -> np.ndarray | None:
+        """The frames per number of voices (`(89,)`, any scale) that `--voices` asks for: the
+        training data's (`data`, the default), all on one count (`N`), or None for independent
+        pitches (`free`, and the default of a model stored without its data's counts)."""
+        stored = (self.trained_on or {}).get("voices")
+        if voices == "free":
+            return None
+        if voices in (None, "data"):
+            if stored is not None:
+                return np.asarray(stored, dtype=np.float64)
+            if voices == "data":
+                raise ConfigError(
+                    "--voices data: this model was saved without its training data's voices "
+                    "per frame (by an older sequnet); use --voices N or --voices free"
+                )
+            if self.trained_on is not None:
+                warn(
+                    "this model was saved without its training data's voices per frame (by an "
+                    "older sequnet): every pitch is drawn independently, so frames may have "
+                    "more or fewer voices than the data; --voices N keeps N per frame"
+                )
+            return None
+        assert voices is not None
+        if not (voices.isdigit() and int(voices) <= PITCHES):
+            raise ConfigError(
+                f"--voices must be data, free or a number of voices from 0 to {PITCHES}, "
+                f"got '{voices}'"
+            )
+        shares = np.zeros(PITCHES + 1)
+        shares[int(voices)] = 1.0
+        return shares
 
     def write(
         self, roll: np.ndarray, primer: np.ndarray | None, path: Path, request: SampleRequest
     ) -> str:
         """Write one generated `(T, 88)` roll (after its primer) as MIDI; returns a summary."""
         full = np.concatenate([primer, roll]) if primer is not None else roll
-        frame = self.frame_seconds(request.tempo)
-        write_midi(roll_to_midi(full, frame, program=request.program, tempo=request.tempo), path)
+        tempo = self.tempo(request.tempo, request.primer)
+        frame = self.frame_seconds(tempo)
+        write_midi(roll_to_midi(full, frame, program=request.program, tempo=tempo), path)
         onsets = np.diff(np.pad(full.astype(np.int8), ((1, 0), (0, 0))), axis=0) == 1
         return (
-            f"{len(full)} frames, {len(full) * frame:.1f} s, {int(np.count_nonzero(onsets))} notes"
+            f"{len(full)} frames, {len(full) * frame:.1f} s at {tempo:.4g} BPM, "
+            f"{int(np.count_nonzero(onsets))} notes"
         )
 
     def play(self, output: np.ndarray, primer: np.ndarray | None) -> None:
@@ -161,7 +238,8 @@ class PianoRollTask:
         return
 
     def stability(self, data: TaskData) -> PianoRollStability:
-        """Per 8 frames: notes per frame, polyphony and pitch classes, against the test split."""
+        """Per 8 frames: notes per frame, polyphony and pitch classes, and over all frames the
+        voices per frame, against the test split."""
         assert isinstance(data, PianoRollData)  # what `open_data` returns
         return PianoRollStability(data.splits.get("test", []))
 
@@ -170,13 +248,14 @@ class PianoRollStability:
     """Per window of 8 frames (a 4/4 bar of the released rolls, at two frames per beat): notes
     started per frame, polyphony (sounding notes per frame), and the distance of its
     pitch-class distribution from the test data's (total variation: 0 the same, 1 disjoint; 1
-    for a silent window)."""
+    for a silent window); over all frames, how many have each number of voices."""
 
     names = ("notes/frame", "polyphony", "pitch-class distance")
     window = 8
     window_name = "8 frames"
 
     def __init__(self, pieces: list[np.ndarray]) -> None:
+        self.counting = VoicesPerFrame(pieces)
         self.pieces = [piece for piece in pieces if len(piece) >= self.window]
         if not self.pieces:
             raise DataError(
@@ -206,6 +285,19 @@ class PianoRollStability:
         ]
 
 
+class VoicesPerFrame:
+    """Frames per number of voices (sounding pitches, 0 to 88), of the test data's `pieces` and
+    of generated rolls."""
+
+    name = "voices"
+
+    def __init__(self, pieces: list[np.ndarray]) -> None:
+        self.reference = voice_counts(pieces)  # (89,)
+
+    def histogram(self, values: np.ndarray) -> np.ndarray:
+        return voice_counts([np.asarray(values, dtype=bool)])  # (89,)
+
+
 def _pitch_classes(roll: np.ndarray) -> np.ndarray:
     """Sounding notes per pitch class (C = 0) over the frames of `roll: (T, 88)`: `(12,)`."""
     per_pitch = np.asarray(roll, dtype=np.int64).sum(axis=0)  # (88,), pitch 0 is MIDI 21 (A0)
@@ -213,16 +305,32 @@ def _pitch_classes(roll: np.ndarray) -> np.ndarray:
 
 
 class PianoRollSampler:
-    """Draws every pitch independently from the sigmoid of its logit over the temperature."""
+    """Draws a frame from the Bernoullis of the logits over the temperature: every pitch
+    independently (no `shares`: `--voices free`), or, with `shares` (frames per number of
+    voices, `(89,)`), a number of voices drawn from them and then exactly that many pitches, the
+    Bernoullis conditioned on their sum (`sequnet_cli.tasks.voices`; one uniform number for the
+    count, one per node of the pitch tree)."""
 
     value_shape = (PITCHES,)
     value_dtype = torch.bool
-    random_shape = (PITCHES,)
 
-    def __init__(self, network: CausalNetwork, count: int, temperature: float, seed: int) -> None:
+    def __init__(
+        self,
+        network: CausalNetwork,
+        count: int,
+        temperature: float,
+        seed: int,
+        shares: np.ndarray | None = None,
+    ) -> None:
         self.device = next(network.parameters()).device
         self.count, self.temperature = count, temperature
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.voices: tuple[VoiceCounts, ConditionalBernoulli] | None = None
+        self.random_shape: tuple[int, ...] = (PITCHES,)
+        if shares is not None:
+            counts = VoiceCounts(shares, self.device)
+            pitches = ConditionalBernoulli(PITCHES, counts.most, self.device)
+            self.voices, self.random_shape = (counts, pitches), (1 + pitches.uniforms,)
 
     def first_input(self) -> Tensor:
         return torch.zeros(self.count, PITCHES, device=self.device)  # silence at t = 0
@@ -235,16 +343,22 @@ class PianoRollSampler:
         block.uniform_(generator=self.generator)
 
     def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
-        probabilities = torch.sigmoid(output / self.temperature)  # (B, 88)
-        frame = torch.lt(uniforms, probabilities)  # a Bernoulli draw per pitch
+        logits = output / self.temperature  # (B, 88)
+        if self.voices is None:  # fixed when the sampler is made: a captured step never branches
+            frame = torch.lt(uniforms, torch.sigmoid(logits))  # a Bernoulli draw per pitch
+        else:
+            counts, pitches = self.voices
+            frame = pitches.draw(logits, counts.draw(uniforms[:, 0]), uniforms[:, 1:])
         return frame, frame.to(output.dtype)
 
 
 class PianoRollData:
-    """Pieces per split, `(T, 88)` bool arrays; pieces shorter than two frames are dropped."""
+    """Pieces per split, `(T, 88)` bool arrays (pieces shorter than two frames are dropped), and
+    the training files' typical tempo when they have one."""
 
-    def __init__(self, splits: dict[str, list[np.ndarray]]) -> None:
+    def __init__(self, splits: dict[str, list[np.ndarray]], tempo: float | None = None) -> None:
         self.splits = {name: [p for p in pieces if len(p) >= 2] for name, pieces in splits.items()}
+        self.tempo = tempo
         if not self.splits.get("train"):
             raise DataError(
                 "the training split has no piece with two or more frames; nothing to learn"
@@ -301,6 +415,14 @@ class PianoRollData:
     def epoch_generator(self, seed: int, epoch: int, running: torch.Generator) -> torch.Generator:
         """A fresh order per epoch, seeded by (seed, epoch): a resumed epoch repeats it."""
         return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+    def profile(self) -> dict[str, Any]:
+        """Stored with every checkpoint: the training frames per number of voices (0 to 88)
+        and, for a MIDI folder, its training files' typical tempo."""
+        profile: dict[str, Any] = {"voices": voice_counts(self.splits["train"]).tolist()}
+        if self.tempo is not None:
+            profile["tempo"] = self.tempo
+        return profile
 
 
 def load_piano_rolls(
