@@ -23,7 +23,7 @@ import torch
 from sequnet_cli.autoregression import autoregress
 from sequnet_cli.console import GenerationDisplay, file_progress
 from sequnet_cli.errors import ConfigError
-from sequnet_cli.tasks import StabilityMeasure
+from sequnet_cli.tasks import StabilityMeasure, sampling_temperature
 from sequnet_cli.trained_model import TrainedModel
 
 SPREAD_FLOOR = 1e-6  # a statistic the data never varies counts its deviations against this
@@ -35,7 +35,7 @@ class StabilityRequest:
 
     seconds: float = 10.0
     count: int = 4
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the task's default
     seed: int = 0
     capture: bool = True  # on CUDA: generate with captured CUDA graphs
 
@@ -44,7 +44,7 @@ class StabilityRequest:
             raise ConfigError(f"-n must be at least 1, got {self.count}")
         if not self.seconds > 0:
             raise ConfigError(f"--seconds must be positive, got {self.seconds}")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             raise ConfigError(f"--temperature must be above 0, got {self.temperature}")
 
 
@@ -60,6 +60,7 @@ class StabilityReport:
     clips: int
     steps: int
     unit: str
+    temperature: float
 
     @property
     def drift(self) -> float:
@@ -72,6 +73,7 @@ class StabilityReport:
             "clips": self.clips,
             "steps": self.steps,
             "unit": self.unit,
+            "temperature": self.temperature,
             "window": self.window_name,
             "statistics": list(self.names),
             "data": {name: {"mean": m, "std": s} for name, (m, s) in self.reference.items()},
@@ -100,7 +102,8 @@ def stability_report(
             f"(a {measure.window_name}); ask for more"
         )
     reference = _spread(measure.reference(), measure.names)
-    sampler = task.sampler(trained.network, request.count, request.temperature, request.seed)
+    temperature = sampling_temperature(task, request.temperature)
+    sampler = task.sampler(trained.network, request.count, temperature, request.seed)
     capture = request.capture and device.type == "cuda"
     with GenerationDisplay(steps * request.count, task.unit, task.sample_rate) as display:
         clips = autoregress(
@@ -117,7 +120,7 @@ def stability_report(
     ]
     return StabilityReport(
         trained.header(), measure.window_name, measure.names, reference, windows,
-        request.count, steps, task.unit,
+        request.count, steps, task.unit, temperature,
     )  # fmt: skip
 
 
