@@ -359,8 +359,12 @@ def evaluate(
     seconds: Annotated[float, typer.Option(help="--generation: length of each clip.")] = 10.0,
     count: Annotated[int, typer.Option("-n", "--count", help="--generation: clips.")] = 4,
     temperature: Annotated[
-        float, typer.Option(help="--generation: divide the logits by this.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="--generation: divide the logits by this (default: the task's: 0.95 for "
+            "audio, the paper's, and 1.0 for piano rolls)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="--generation: random seed.")] = 0,
     voices: VoicesOption = None,
     no_capture: NoCaptureOption = False,
@@ -460,8 +464,12 @@ def sample(
         float | None, typer.Option(help="Length in seconds (instead of --steps).")
     ] = None,
     temperature: Annotated[
-        float, typer.Option(help="Divide the logits by this (the paper used 0.95 for audio).")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="Divide the logits by this (default: the task's: 0.95 for audio, as the paper "
+            "samples, and 1.0 for piano rolls)."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Random seed: the same seed gives the same output.")
     ] = 0,

@@ -607,6 +607,8 @@ class StabilityRows(Protocol):
     @property
     def clips(self) -> int: ...
     @property
+    def temperature(self) -> float: ...
+    @property
     def drift(self) -> float: ...
     @property
     def unit(self) -> str: ...
@@ -623,8 +625,8 @@ def print_stability(report: StabilityRows, as_json: bool) -> None:
         return
     header = report.header
     table = Table(
-        title=f"{header['preset']} / {header['model']}: {report.clips} generated clips against "
-        "the test data, per " + report.window_name
+        title=f"{header['preset']} / {header['model']}: {report.clips} clips generated at "
+        f"temperature {report.temperature:g} against the test data, per {report.window_name}"
     )
     table.add_column(report.window_name, justify="right")
     for name in report.names:

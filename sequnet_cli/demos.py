@@ -8,12 +8,14 @@ float32 when loaded, and the network computes as trained), a summary of the trai
 sampling needs of its training data (the run's `data_profile`), and the provenance: the command,
 seed and data it was trained with and its scores. `sample` and `evaluate` use the demo of a
 preset when the user has no run of that preset, and say so; `sequnet runs` lists the demos.
+One demo may also stand in for other presets of its kind of data (`STANDS_IN_FOR`), so that one
+file serves them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,10 @@ DEMO_FOLDER = Path(__file__).with_name("demo_checkpoints")  # package data
 FORMAT = "sequnet-demo"
 FORMAT_VERSION = 1
 DEMO_LABEL = "shipped demo"  # how `sequnet runs` names a demo
+# Presets a demo also stands in for when the user has no run of them (same kind of data; the
+# demo keeps its own config). `sequnet sample piano` is the first command a user tries, and the
+# paper-sized `piano` model needs a GPU to train: the CPU-sized `piano-small` demo plays for it.
+STANDS_IN_FOR: Mapping[str, tuple[str, ...]] = {"piano-small": ("piano",)}
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,16 @@ class Demo:
     training: Mapping[str, Any]  # epoch, step, best_score, metric
     provenance: Mapping[str, Any]  # command, seed, data, scores, metric, made, sequnet, torch
     profile: Mapping[str, Any]  # the run's `data_profile` (`TaskData.profile`); empty if none
+    requested: str | None = None  # the preset it was found for: its own, or one it stands in for
 
     @property
     def preset(self) -> str:
         return self.config.preset
+
+    @property
+    def stands_in_for(self) -> tuple[str, ...]:
+        """The other presets this demo plays for (`STANDS_IN_FOR`)."""
+        return tuple(STANDS_IN_FOR.get(self.preset, ()))
 
     def describe(self) -> str:
         """Where the demo comes from, in a few words."""
@@ -57,15 +69,16 @@ class Demo:
     def notice(self) -> str:
         """The line `sample` prints when it uses the demo."""
         return (
-            f"no run of {self.preset} yet: using the {DEMO_LABEL} model of {self.preset} "
-            f"({self.describe()})"
+            f"no run of {self.requested or self.preset} yet: using the {DEMO_LABEL} model of "
+            f"{self.preset} ({self.describe()})"
         )
 
     def summary(self) -> RunSummary:
         """The demo as a row of `sequnet runs`."""
         best = self.training.get("best_score")
+        also = f", also for {', '.join(self.stands_in_for)}" if self.stands_in_for else ""
         return RunSummary(
-            name=f"{self.preset} ({DEMO_LABEL})",
+            name=f"{self.preset} ({DEMO_LABEL}{also})",
             preset=self.preset,
             model=self.config.model.name,
             task=self.config.task,
@@ -87,9 +100,15 @@ class Demo:
 
 
 def find_demo(preset: str, folder: Path | None = None) -> Demo | None:
-    """The demo of `preset` shipped in `folder` (default: the package's), if there is one."""
-    path = (folder or DEMO_FOLDER) / f"{preset}.pt"
-    return _open(path) if path.is_file() else None
+    """The demo that plays for `preset`, shipped in `folder` (default: the package's): its own,
+    else one that stands in for it; None if there is neither."""
+    folder = folder or DEMO_FOLDER
+    standing_in = [demo for demo, presets in STANDS_IN_FOR.items() if preset in presets]
+    for name in (preset, *standing_in):
+        path = folder / f"{name}.pt"
+        if path.is_file():
+            return replace(_open(path), requested=preset)
+    return None
 
 
 def list_demos(folder: Path | None = None) -> list[Demo]:

@@ -35,7 +35,7 @@ from sequnet_cli.checkpoints import Which
 from sequnet_cli.console import GenerationDisplay, console, print_warning
 from sequnet_cli.devices import check_memory
 from sequnet_cli.errors import ConfigError, DataError, DeviceError, SequnetError, WriteError
-from sequnet_cli.tasks import Task
+from sequnet_cli.tasks import Task, sampling_temperature
 from sequnet_cli.trained_model import TrainedModel, load_model
 
 # MIDI stores a beat's length in microseconds in 24 bits: no slower tempo can be written.
@@ -55,7 +55,7 @@ class SampleRequest:
     count: int = 1
     steps: int | None = None
     seconds: float | None = None
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the task's default
     seed: int = 0
     primer: Path | None = None
     keep_primer: bool = True
@@ -80,7 +80,9 @@ class SampleRequest:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ConfigError(f"--seconds must be a positive number, got {self.seconds}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
+        if self.temperature is not None and not (
+            math.isfinite(self.temperature) and self.temperature > 0
+        ):
             raise ConfigError(f"--temperature must be a number above 0, got {self.temperature}")
         low, high = TEMPO_RANGE
         if self.tempo is not None and not low <= self.tempo <= high:  # NaN fails too
@@ -111,8 +113,9 @@ def generate(
             console.print(trained.demo.notice(), soft_wrap=True)
         console.print(trained.describe(), soft_wrap=True)
         task = trained.task
+        temperature = sampling_temperature(task, request.temperature)
         sampler = task.sampler(
-            trained.network, request.count, request.temperature, request.seed, request.voices
+            trained.network, request.count, temperature, request.seed, request.voices
         )
         capture = request.capture and device.type == "cuda"
         generation = Autoregression(
@@ -132,7 +135,7 @@ def generate(
     write_outputs(task, outputs, plan, request)
     total = plan.steps * request.count
     console.print(
-        f"generated {total:,} {task.unit} in {elapsed:.1f} s "
+        f"generated {total:,} {task.unit} at temperature {temperature:g} in {elapsed:.1f} s "
         f"({_speed(total, elapsed, task)}{', CUDA graphs' if generation.captured else ''})"
     )
     if request.play and (player is not None or not plays_live(task, request)):

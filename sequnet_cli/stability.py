@@ -27,7 +27,7 @@ import torch
 from sequnet_cli.autoregression import autoregress
 from sequnet_cli.console import GenerationDisplay, file_progress
 from sequnet_cli.errors import ConfigError
-from sequnet_cli.tasks import StabilityMeasure
+from sequnet_cli.tasks import StabilityMeasure, sampling_temperature
 from sequnet_cli.trained_model import TrainedModel
 
 SPREAD_FLOOR = 1e-6  # a statistic the data never varies counts its deviations against this
@@ -39,7 +39,7 @@ class StabilityRequest:
 
     seconds: float = 10.0
     count: int = 4
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the task's default
     seed: int = 0
     capture: bool = True  # on CUDA: generate with captured CUDA graphs
     voices: str | None = None  # piano roll: `--voices`; None: the task's default
@@ -49,7 +49,7 @@ class StabilityRequest:
             raise ConfigError(f"-n must be at least 1, got {self.count}")
         if not self.seconds > 0:
             raise ConfigError(f"--seconds must be positive, got {self.seconds}")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             raise ConfigError(f"--temperature must be above 0, got {self.temperature}")
 
 
@@ -94,6 +94,7 @@ class StabilityReport:
     clips: int
     steps: int
     unit: str
+    temperature: float
     distribution: Distribution | None = None  # over all generated elements, if the task counts
 
     @property
@@ -107,6 +108,7 @@ class StabilityReport:
             "clips": self.clips,
             "steps": self.steps,
             "unit": self.unit,
+            "temperature": self.temperature,
             "window": self.window_name,
             "statistics": list(self.names),
             "data": {name: {"mean": m, "std": s} for name, (m, s) in self.reference.items()},
@@ -126,8 +128,9 @@ def stability_report(
     """Generate `request.count` clips and compare them, window by window, with the test data."""
     request.check()
     task = trained.task
+    temperature = sampling_temperature(task, request.temperature)
     sampler = task.sampler(  # before the data is read: a wrong --voices is refused at once
-        trained.network, request.count, request.temperature, request.seed, request.voices
+        trained.network, request.count, temperature, request.seed, request.voices
     )
     with file_progress("reading the data") as progress:
         task_data = task.open_data(data, data_dir, trained.network.receptive_field, progress)
@@ -159,7 +162,7 @@ def stability_report(
         distribution = Distribution.of(counting.name, counting.reference, generated)
     return StabilityReport(
         trained.header(), measure.window_name, measure.names, reference, windows,
-        request.count, steps, task.unit, distribution,
+        request.count, steps, task.unit, temperature, distribution,
     )  # fmt: skip
 
 

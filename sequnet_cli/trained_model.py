@@ -3,8 +3,9 @@
 A reference is a preset name (the newest run of that preset with the asked-for checkpoint), a run
 name or folder, or a `.pt` file; the checkpoint's stored config rebuilds the network, so nothing
 is repeated. The network is built only once its weights are known to fit in memory. A preset
-the user has no run of falls back to the demo model shipped for it (`sequnet_cli.demos`), if
-there is one; otherwise the error says how to train one and which demo plays instead.
+the user has no run of falls back to the demo model shipped for it, or standing in for it
+(`sequnet_cli.demos`), if there is one; otherwise the error says how to train one and which
+demo plays instead.
 """
 
 from __future__ import annotations

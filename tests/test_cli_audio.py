@@ -81,6 +81,26 @@ def test_train_evaluate_sample_wav(
     assert rate == 16000 and audio.shape == (800,)
 
 
+def test_audio_samples_at_the_papers_temperature_unless_told(
+    capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
+) -> None:
+    train_tiny(capsys, recordings)
+    written = {}
+    for name, asked in (
+        ("default", []),
+        ("paper", ["--temperature", "0.95"]),
+        ("one", ["--temperature", "1"]),
+    ):
+        target = tmp_path / f"{name}.wav"
+        result = succeed(
+            capsys, "sample", "piano-small", "--steps", "400", "--out", str(target), *asked
+        )
+        assert f"at temperature {0.95 if name != 'one' else 1}" in result.out
+        written[name] = sf.read(target)[0]
+    np.testing.assert_array_equal(written["default"], written["paper"])
+    assert not np.array_equal(written["default"], written["one"])
+
+
 def test_logistic_mixture_output_trains_evaluates_and_samples(
     capsys: pytest.CaptureFixture[str], recordings: Path, tmp_path: Path
 ) -> None:

@@ -74,20 +74,40 @@ def test_sample_without_a_run_uses_the_demo_and_says_so(
     assert "shipped demo" in scores["checkpoint"]
 
 
+def test_a_demo_stands_in_for_the_presets_it_is_made_for(
+    capsys: pytest.CaptureFixture[str],
+    shipped: Path,
+    tmp_path: Path,
+    recordings: Path,  # noqa: F811
+) -> None:
+    """`sample piano` with no run of `piano` plays the piano-small demo, from the same file, and
+    says so in one line; so does `evaluate piano`."""
+    assert demos.STANDS_IN_FOR["piano-small"] == ("piano",)
+    target = tmp_path / "first.wav"
+    result = succeed(capsys, "sample", "piano", "--steps", "300", "--out", str(target))
+    (notice,) = [line for line in result.out.splitlines() if "shipped demo" in line]
+    assert notice.startswith("no run of piano yet: using the shipped demo model of piano-small")
+    assert sf.read(target)[0].shape == (300,)
+    assert sorted(path.name for path in shipped.iterdir()) == ["piano-small.pt"]  # no copy
+    evaluated = succeed(capsys, "evaluate", "piano", "--json", "--data", str(recordings))
+    assert "no run of piano yet" in json.loads(evaluated.out)["checkpoint"]
+
+
 def test_runs_lists_the_demos(capsys: pytest.CaptureFixture[str], shipped: Path) -> None:
     out = succeed(capsys, "runs").out
-    assert "no runs yet" in out and "shipped demo" in out and "piano-small" in out
-    assert "recordings" in out  # the name of the folder it was trained on, never its path
+    assert "no runs yet" in out and "recordings" in out  # its folder's name, never its path
+    (row,) = [line for line in out.splitlines() if "shipped demo" in line]  # listed once
+    assert "piano-small (shipped demo, also for piano)" in row
 
 
 def test_a_preset_without_run_or_demo_names_the_demo_and_how_to_train(
     capsys: pytest.CaptureFixture[str], shipped: Path
 ) -> None:
-    result = run(capsys, "sample", "piano")
+    result = run(capsys, "sample", "piano", "--model", "wavenet")  # the demo is a sequnet
     assert_one_error_line(
         result,
-        "no run of preset 'piano'",
-        "`sequnet train piano --data FOLDER_OF_RECORDINGS`",
+        "no run of preset 'piano' with model 'wavenet'",
+        "`sequnet train piano --data FOLDER_OF_RECORDINGS --model wavenet`",
         "`sequnet sample piano-small`",
     )
     other = run(capsys, "sample", "jsb")  # a piano-roll preset: no audio demo is named
@@ -117,6 +137,23 @@ def test_without_demos_the_old_hint_stays(capsys: pytest.CaptureFixture[str]) ->
 def shipped_demos(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo models that ship in the package (not the hermetic empty folder)."""
     monkeypatch.setattr(demos, "DEMO_FOLDER", Path(demos.__file__).parent / "demo_checkpoints")
+
+
+@pytest.mark.usefixtures("shipped_demos")
+def test_the_first_command_plays_the_shipped_piano_demo(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`sequnet sample piano` on a fresh install: the shipped demo that stands in for `piano`
+    plays, and each preset it stands in for has its kind of data."""
+    from sequnet_cli.config import load_preset
+
+    for demo in demos.list_demos():
+        for preset in demo.stands_in_for:
+            assert load_preset(preset).task == demo.config.task, preset
+    wav = tmp_path / "first.wav"
+    result = succeed(capsys, "sample", "piano", "--steps", "400", "--out", str(wav))
+    assert "no run of piano yet: using the shipped demo model of piano-small" in result.out
+    assert sf.read(wav)[0].shape == (400,)
 
 
 @pytest.mark.data

@@ -119,13 +119,17 @@ def test_evaluate_generation_on_a_piano_roll_model(
     assert report["statistics"] == ["notes/frame", "polyphony", "pitch-class distance"]
     # The MIDI folder is framed at four frames per beat: 20 s at 120 beats per minute.
     assert report["window"] == "8 frames" and report["clips"] == 2 and report["steps"] == 160
+    assert report["temperature"] == 1.0  # the piano-roll task's default
     assert len(report["windows"]) == 20
     assert all(window["distance"] >= 0 for window in report["windows"])
     assert report["drift"] == pytest.approx(
         report["windows"][-1]["distance"] - report["windows"][0]["distance"]
     )
-    table = succeed(capsys, "evaluate", "jsb", "--generation", "--seconds", "4", *data).out
+    table = succeed(
+        capsys, "evaluate", "jsb", "--generation", "--seconds", "4", "--temperature", "0.8", *data
+    ).out
     assert "pitch-class distance" in table and "drift" in table and "data" in table
+    assert "temperature 0.8" in table
     assert_one_error_line(
         run(capsys, "evaluate", "jsb", "--generation", "--seconds", "0.5", *data), "window"
     )
@@ -147,6 +151,7 @@ def test_evaluate_generation_on_an_audio_model(
     report = json.loads(succeed(capsys, "evaluate", "piano-small", *arguments).out)
     assert report["statistics"] == ["rms", "flatness", "centroid Hz"]
     assert report["window"] == "second" and len(report["windows"]) == 2
+    assert report["temperature"] == 0.95  # the audio task's default, the paper's
     assert set(report["data"]) == {"rms", "flatness", "centroid Hz"}
     assert 0.1 < report["data"]["rms"]["mean"] < 0.4  # the tones
     assert "distribution" not in report  # nothing counted per audio sample

@@ -33,3 +33,14 @@ def test_piano_roll_nll_is_the_total_over_pieces_per_predicted_frame() -> None:
     for batch_size in (1, 5, 64):
         score = evaluate_split(network, task, data, "valid", batch_size, torch.device("cpu"))
         assert score == pytest.approx(total / frames, rel=1e-5)
+
+
+def test_sampling_temperature_is_the_tasks_unless_asked() -> None:
+    """Audio samples at the paper's 0.95 (§5.2), piano rolls at the model's own 1.0; an asked
+    temperature wins."""
+    from sequnet_cli.tasks import sampling_temperature, task_for
+
+    audio, roll = task_for(resolve("piano", None, [])), task_for(resolve("jsb", None, []))
+    assert sampling_temperature(audio, None) == 0.95
+    assert sampling_temperature(roll, None) == 1.0
+    assert sampling_temperature(audio, 1.0) == 1.0 and sampling_temperature(roll, 0.5) == 0.5

@@ -231,6 +231,7 @@ class Task(Protocol):
     unit: str  # what one predicted element is called: "frames", "samples"
     output_suffixes: tuple[str, ...]  # of generated files, the usual one first: ".mid", ".wav"
     generated_bytes: int  # memory one generated element takes until it is written, about
+    default_temperature: float  # what sampling divides the logits by unless told otherwise
     in_channels: int
     out_channels: int
     sample_rate: int | None  # elements per second of real time, when fixed (audio)
@@ -325,6 +326,11 @@ class Task(Protocol):
         """Generated elements (or a primer) as float audio `(T,)` at `sample_rate`, for live
         playback; None when the task's outputs are not sound."""
         ...
+
+
+def sampling_temperature(task: Task, asked: float | None) -> float:
+    """The temperature to sample at: the one asked for (`--temperature`), else the task's."""
+    return task.default_temperature if asked is None else asked
 
 
 def task_for(config: RunConfig, profile: Mapping[str, Any] | None = None) -> Task:

@@ -65,6 +65,8 @@ class AudioTask:
     output_suffixes = (".wav",)
     sample_options: frozenset[str] = frozenset()
     generated_bytes = 64  # the codes, the waveform and its statistics, in several dtypes
+    # The paper samples audio at 0.95 (§5.2): it "stabilises the generation process".
+    default_temperature = 0.95
     fixed_batch_shape = True  # excerpts of receptive field + excerpt_targets samples
 
     def __init__(self, config: RunConfig, profile: Mapping[str, Any] | None = None) -> None:

@@ -75,6 +75,7 @@ class PianoRollTask:
     output_suffixes = (".mid", ".midi")
     sample_options = frozenset({"tempo", "program"})  # of the written MIDI
     generated_bytes = 1024  # the roll, its copies while writing, and the MIDI notes
+    default_temperature = 1.0  # the model's own probabilities
     in_channels = out_channels = PITCHES
     sample_rate = None  # frames have no fixed rate: they follow the beat
     # Batches are padded to their longest piece, so their lengths vary from batch to batch.
