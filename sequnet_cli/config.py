@@ -96,7 +96,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay instead of plain Adam
     threads: int = 0  # CPU threads for training; 0 = all cores but one (devices.training_threads)
     loss: LossReduction = "mean"  # per predicted frame/sample, or "sum" over the batch (authors')
-    # "auto": bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere (training_step).
+    # "auto": SEQUNET_PRECISION if set, else bfloat16 autocast on CUDA GPUs that support it and
+    # float32 elsewhere (devices.autocast_dtype).
     precision: Precision = "auto"
     capture: bool = True  # CUDA: replay batches of a repeated shape as a captured CUDA graph
 

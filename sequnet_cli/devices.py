@@ -31,12 +31,23 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype of a training precision (`fp32`, `bf16` or `auto`), None for fp32.
 
-    `auto` is bf16 on CUDA GPUs that support it (Ampere and newer) and fp32 elsewhere: on a
-    CPU, autocast costs more conversions than it saves unless the CPU has bfloat16 units.
+    `auto` is what `SEQUNET_PRECISION` says, if set, else bf16 on CUDA GPUs that support it
+    (Ampere and newer) and fp32 elsewhere. On CPUs, fp32 even with bfloat16 units: a batch-1
+    piano-roll step is too small to gain from them (`train jsb` in bf16 autocast ran at 0.67x the
+    steps per second of fp32 on an AVX512-BF16 CPU), so bf16 is a choice, not the default.
     """
+    if precision == "auto":
+        precision = os.environ.get("SEQUNET_PRECISION", "auto").lower()
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"SEQUNET_PRECISION must be one of {', '.join(PRECISIONS)}, got '{precision}'"
+            )
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if precision == "fp32" or (precision == "auto" and not cuda_bf16):
         return None

@@ -15,6 +15,7 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEQUNET_HOME", str(tmp_path / "sequnet-home"))
     monkeypatch.setenv("SEQUNET_DATA_DIR", str(SHARED_DATA / "polyphonic"))
     monkeypatch.setenv("SEQUNET_DEVICE", "cpu")
+    monkeypatch.delenv("SEQUNET_PRECISION", raising=False)
     # No shipped demo model stands in for a missing run unless a test asks for one.
     monkeypatch.setattr("sequnet_cli.demos.DEMO_FOLDER", tmp_path / "no-demos")
     from sequnet_cli.console import console, error_console

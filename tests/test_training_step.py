@@ -17,7 +17,7 @@ from models import SeqUNetConfig
 from sequnet_cli.captured_step import CapturedStep
 from sequnet_cli.config import RunConfig, resolve
 from sequnet_cli.devices import apply_numerics_policy, autocast_dtype
-from sequnet_cli.errors import DeviceError
+from sequnet_cli.errors import ConfigError, DeviceError
 from sequnet_cli.tasks import Batch, task_for
 from sequnet_cli.training_step import TrainingStep, make_optimizer
 
@@ -66,6 +66,18 @@ def test_precision_names_the_autocast_dtype(monkeypatch: pytest.MonkeyPatch) -> 
     assert autocast_dtype(cuda, "auto") is None
     with pytest.raises(DeviceError, match="train.precision=fp32"):
         autocast_dtype(cuda, "bf16")
+
+
+def test_sequnet_precision_says_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQUNET_PRECISION", "bf16")
+    assert autocast_dtype(CPU, "auto") is torch.bfloat16
+    assert autocast_dtype(CPU, "fp32") is None  # a precision the run names wins
+    monkeypatch.setenv("SEQUNET_PRECISION", "fp32")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype(torch.device("cuda"), "auto") is None
+    monkeypatch.setenv("SEQUNET_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match="SEQUNET_PRECISION must be one of auto, fp32, bf16"):
+        autocast_dtype(CPU, "auto")
 
 
 def test_bf16_trains_float32_weights_on_a_float32_loss() -> None:
