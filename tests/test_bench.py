@@ -209,11 +209,11 @@ def _jsb(channels: tuple[int, ...] = (8, 8), *overrides: str) -> RunConfig:
 def test_fresh_processes_report_each_networks_peak_memory() -> None:
     config = with_network(resolve("jsb", "tcn", []), TCNConfig((16, 16)))
     spec = TrainingSpec(config, batch_size=4, targets=2000, warmup_steps=1, steps=2, threads=1)
-    (measured,), _ = bench.measure_training([spec], CPU, isolate=True)
+    (measured,) = bench.measure_training([spec], CPU, isolate=True).measurements
     assert measured.peak_memory_bytes is not None and measured.peak_memory_bytes > 0
     assert measured.steps == 2 and measured.seconds_per_step > 0
     assert measured.inputs == 2000  # piano rolls are trained from their first frame
-    (alone,), _ = bench.measure_training([spec], CPU, isolate=False)
+    (alone,) = bench.measure_training([spec], CPU, isolate=False).measurements
     assert alone.peak_memory_bytes is None
 
 
@@ -228,10 +228,14 @@ def test_steps_of_both_networks_are_interleaved(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(TrainingStep, "__call__", spy)
     ours = _spec(_jsb(), steps=3)
     theirs = _spec(with_network(resolve("jsb", "tcn", []), TCNConfig((8, 8))), steps=3)
-    (a, b), _ = bench.measure_training([ours, theirs], CPU, isolate=False)
+    found = bench.measure_training([ours, theirs], CPU, isolate=False)
+    a, b = found.measurements
     # one warm-up step each, then three rounds of one step each, in turn
     assert calls == ["SeqUNet", "TCN"] + ["SeqUNet", "TCN"] * 3
     assert a.steps == b.steps == 3
+    (product,) = found.matrix_products  # timed in turn with the steps, in float32
+    assert product.precision == "float32" and product.flops_per_second > 0
+    assert a.matrix_product_flops == b.matrix_product_flops == product.flops_per_second
 
 
 def test_a_measurement_reports_the_median_step_and_its_spread() -> None:
@@ -433,7 +437,7 @@ def test_counted_memory_is_weights_gradients_adam_activations_and_batch(ema: flo
 
 def test_training_measurement_counts_its_memory_on_every_device() -> None:
     config = _jsb()
-    (measured,), _ = bench.measure_training([_spec(config, steps=1)], CPU, isolate=False)
+    (measured,) = bench.measure_training([_spec(config, steps=1)], CPU, isolate=False).measurements
     parameters = sum(p.numel() for p in task_for(config).build_network().parameters())
     assert measured.counted_memory_bytes >= 4 * 4 * parameters + measured.activation_bytes
     assert measured.allocator_peak_bytes is None  # CUDA only
@@ -477,7 +481,7 @@ def test_cuda_memory_pass_measures_the_model_not_the_autotuning(
     config = with_network(resolve("piano", None, []), ResidualSeqUNetConfig(32, levels=6))
     spec = TrainingSpec(config, batch_size=2, targets=2000, warmup_steps=1, steps=2, threads=1)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as bench runs, restored after
-    (measured,), _ = bench.measure_training([spec], torch.device("cuda"))
+    (measured,) = bench.measure_training([spec], torch.device("cuda")).measurements
     assert torch.backends.cudnn.benchmark  # the memory pass turns it off only for itself
     assert measured.peak_memory_bytes is not None and measured.allocator_peak_bytes is not None
     parameters = sum(p.numel() for p in task_for(config).build_network().parameters())
@@ -510,7 +514,7 @@ def test_cuda_activations_are_counted_in_bfloat16_and_the_timed_step_is_autotune
             ResidualSeqUNetConfig(32, levels=6),
         )
         spec = TrainingSpec(config, batch_size=2, targets=2000, warmup_steps=1, steps=1, threads=1)
-        (measured,), _ = bench.measure_training([spec], torch.device("cuda"))
+        (measured,) = bench.measure_training([spec], torch.device("cuda")).measurements
         assert measured.precision == {"fp32": "float32", "bf16": "bfloat16"}[precision]
         sizes[precision] = measured.activation_bytes
     assert 0.4 < sizes["bf16"] / sizes["fp32"] < 0.7

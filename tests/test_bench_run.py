@@ -53,12 +53,10 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, label: str) -> None:
     """Ctrl-C when the stage called `label` starts."""
     real = bench_run.run_stage
 
-    def stage_or_interrupt(
-        plan: bench_plan.BenchPlan, stage: Stage, rates: dict[str, float] | None = None
-    ) -> bench_run.Outcome:
+    def stage_or_interrupt(plan: bench_plan.BenchPlan, stage: Stage) -> bench_run.Outcome:
         if stage.label == label:
             raise KeyboardInterrupt
-        return real(plan, stage, rates)
+        return real(plan, stage)
 
     monkeypatch.setattr(bench_run, "run_stage", stage_or_interrupt)
 

@@ -1,9 +1,11 @@
 """What the machine can do, and what else it did while bench measured.
 
-- The matrix-product rate: a few products of two square matrices in one precision, on the
-  bench's device with its training threads. A training step is mostly convolutions, which the
-  CPU and GPU libraries run as matrix products, so this rate is what a step's arithmetic could
-  reach at best; each network's efficiency is its achieved rate as a share of it.
+- The matrix-product rate: products of two square matrices in one precision, on the bench's
+  device with its training threads, one in each round of a training measurement's interleaved
+  steps (the load of other programs changes, and the rate with it). A training step is mostly
+  convolutions, which the CPU and GPU libraries run as matrix products, so this rate is what a
+  step's arithmetic could reach at best; each network's efficiency is its achieved rate as a
+  share of it.
 - The CPU load of other processes during a measurement (Linux): the CPU time all cores spent
   busy (/proc/stat) less this process's own (and its finished children's), over the wall time.
   A timing taken while other programs competed for the cores reads high, and a ratio of two
@@ -21,11 +23,8 @@ from typing import Self
 
 import torch
 
-from sequnet_cli.devices import cpu_threads, synchronize
-
 CPU_PRODUCT_SIZE = 1024  # ~25 ms per float32 product on one AVX-512 core: short, yet at full rate
-CUDA_PRODUCT_SIZE = 8192  # a GPU needs large products to reach its rate
-PRODUCT_REPEATS = 5  # timed products after an untimed one; their median is reported
+CUDA_PRODUCT_SIZE = 4096  # a GPU needs large products to reach its rate
 BUSY_CORES = 0.25  # other processes' average load, in cores, from which bench warns
 SHORTEST_READING = 0.5  # seconds: /proc/stat counts in 10 ms ticks, too coarse below this
 
@@ -33,7 +32,7 @@ SHORTEST_READING = 0.5  # seconds: /proc/stat counts in 10 ms ticks, too coarse 
 @dataclass(frozen=True)
 class MatrixProductRate:
     """The rate of `size` x `size` matrix products in one precision, FLOP/s (2 per
-    multiply-add), the median of `PRODUCT_REPEATS` products."""
+    multiply-add): the median of the products timed beside a measurement."""
 
     precision: str  # "float32", "bfloat16"
     size: int
@@ -46,24 +45,29 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return str(dtype or torch.float32).removeprefix("torch.")
 
 
-def matrix_product_rate(device: torch.device, precision: str, threads: int) -> MatrixProductRate:
-    """Time `PRODUCT_REPEATS` products of two square matrices of `precision` (after one
-    untimed, which allocates and picks the kernel) on `device` with `threads` CPU threads."""
-    size = CUDA_PRODUCT_SIZE if device.type == "cuda" else CPU_PRODUCT_SIZE
-    dtype = getattr(torch, precision)
-    generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
-    seconds = []
-    with cpu_threads(threads), torch.no_grad():
-        product = a @ b
-        for _ in range(PRODUCT_REPEATS + 1):
-            synchronize(device)
-            start = time.perf_counter()
-            torch.mm(a, b, out=product)
-            synchronize(device)
-            seconds.append(time.perf_counter() - start)
-    flops = 2 * size**3 / statistics.median(seconds[1:])
-    return MatrixProductRate(precision, size, threads, flops)
+class MatrixProduct:
+    """One product of two square matrices of `precision` on `device` per call, in place; timed
+    in turn with the steps of a measurement, so that it sees the same load they do."""
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        self.precision = precision
+        self.size = CUDA_PRODUCT_SIZE if device.type == "cuda" else CPU_PRODUCT_SIZE
+        generator = torch.Generator().manual_seed(0)
+        dtype = getattr(torch, precision)
+        self.a, self.b = (
+            torch.randn(self.size, self.size, generator=generator).to(device, dtype)
+            for _ in range(2)
+        )
+        self.product = torch.empty_like(self.a)
+
+    def __call__(self) -> None:
+        with torch.no_grad():
+            torch.mm(self.a, self.b, out=self.product)
+
+    def rate(self, seconds: list[float], threads: int) -> MatrixProductRate:
+        """The rate of the median of these timed calls."""
+        flops = 2 * self.size**3 / statistics.median(seconds)
+        return MatrixProductRate(self.precision, self.size, threads, flops)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ memory.
 Time: the trainer's own step (`TrainingStep`: forward, loss, backward, clipping, optimizer and
 weight average) on a random batch the task builds. Both networks are built in this process and,
 after their warm-up steps, stepped in turn, A B A B ..., each step timed alone: load from other
-programs then hits both alike, and the figure is the median step with its spread. The CPU load
-of other processes during the timed steps is read beside them (`machine.LoadMonitor`).
+programs then hits both alike, and the figure is the median step with its spread. Each round
+also times a matrix product (`machine.MatrixProduct`), the rate the steps' arithmetic is set
+against, and the CPU load of other processes during the timed steps is read beside them
+(`machine.LoadMonitor`).
 
 Memory, three figures, each for what it can say:
 
@@ -50,7 +52,13 @@ from typing import Any
 import torch
 
 from models import CausalNetwork
-from sequnet_cli.bench.machine import CpuLoad, LoadMonitor, precision_name
+from sequnet_cli.bench.machine import (
+    CpuLoad,
+    LoadMonitor,
+    MatrixProduct,
+    MatrixProductRate,
+    precision_name,
+)
 from sequnet_cli.bench.work import count_training_work
 from sequnet_cli.config import RunConfig, TrainConfig
 from sequnet_cli.devices import cpu_threads, synchronize
@@ -93,7 +101,7 @@ class TrainingMeasurement:
     precision: str = "float32"  # what the step computes in: its autocast dtype, or float32
     forward_multiply_adds: int = 0  # of one forward pass and loss (`work.count_training_work`)
     training_multiply_adds: int = 0  # of the forward and backward passes
-    matrix_product_flops: float | None = None  # this machine's rate in `precision`, FLOP/s
+    matrix_product_flops: float | None = None  # the machine's rate in `precision`, timed in turn
 
     @property
     def steps(self) -> int:
@@ -166,22 +174,42 @@ class _Side:
     step: TrainingStep | None = None
 
 
+@dataclass(frozen=True)
+class InterleavedTraining:
+    """What one training measurement of several networks found: each network's figures, the
+    CPU load of other processes during their timed steps, and the matrix-product rates timed
+    in turn with them (float32, and each precision a network trains in)."""
+
+    measurements: list[TrainingMeasurement]
+    load: CpuLoad | None
+    matrix_products: list[MatrixProductRate]
+
+
 def measure_training(
     specs: Sequence[TrainingSpec], device: torch.device, isolate: bool = True
-) -> tuple[list[TrainingMeasurement], CpuLoad | None]:
-    """Train the networks of `specs` (same threads and steps) in this process, their timed
-    steps interleaved, with the CPU load of other processes during them; on a CPU the peak
-    memory of each comes from a fresh process unless `isolate` is False (then not measured)."""
+) -> InterleavedTraining:
+    """Train the networks of `specs` (same threads and steps) in this process: after their
+    warm-up, each round times one matrix product per precision, then one step of each
+    network. On a CPU the peak memory of each network comes from a fresh process unless
+    `isolate` is False (then it is not measured)."""
     first = specs[0]
     with cpu_threads(first.threads):
         sides = [_built(spec, device) for spec in specs]
         with cudnn_benchmark(True):
             for side in sides:
                 _warm_up(side, device)
+            products = _matrix_products(sides, device)
+            calls: list[Callable[[], object]] = [*products, *(_bound(side) for side in sides)]
             with LoadMonitor() as monitor:
-                seconds = interleaved_steps([_bound(side) for side in sides], device, first.steps)
+                seconds = interleaved_steps(calls, device, first.steps)
+        rates = [
+            product.rate(times, first.threads)
+            for product, times in zip(products, seconds[: len(products)], strict=True)
+        ]
+        flops = {rate.precision: rate.flops_per_second for rate in rates}
         measurements = [
-            _measurement(side, times) for side, times in zip(sides, seconds, strict=True)
+            _measurement(side, times, flops)
+            for side, times in zip(sides, seconds[len(products) :], strict=True)
         ]
     if device.type == "cpu" and isolate:
         peaks = [peak_memory_in_fresh_process(spec) for spec in specs]
@@ -189,7 +217,17 @@ def measure_training(
             dataclasses.replace(measured, peak_memory_bytes=peak)
             for measured, peak in zip(measurements, peaks, strict=True)
         ]
-    return measurements, monitor.reading
+    return InterleavedTraining(measurements, monitor.reading, rates)
+
+
+def _matrix_products(sides: list[_Side], device: torch.device) -> list[MatrixProduct]:
+    """A product per precision (float32 and each side's), run once untimed."""
+    names = {"float32"} | {precision_name(side.step.autocast) for side in sides if side.step}
+    products = [MatrixProduct(device, name) for name in sorted(names)]
+    for product in products:
+        product()
+    synchronize(device)
+    return products
 
 
 def _built(spec: TrainingSpec, device: torch.device) -> _Side:
@@ -244,9 +282,11 @@ def interleaved_steps(
     return seconds
 
 
-def _measurement(side: _Side, seconds: list[float]) -> TrainingMeasurement:
+def _measurement(side: _Side, seconds: list[float], flops: dict[str, float]) -> TrainingMeasurement:
+    """`side`'s figures from its timed steps; `flops`: the matrix-product rate per precision."""
     step, spec = side.step, side.spec
     assert step is not None  # warmed up first
+    precision = precision_name(step.autocast)
     saved = saved_activation_storages(step, side.batch)
     work = count_training_work(spec.config, spec.batch_size, spec.targets)
     return TrainingMeasurement(
@@ -257,9 +297,10 @@ def _measurement(side: _Side, seconds: list[float]) -> TrainingMeasurement:
         activation_bytes=sum(saved.values()),
         counted_memory_bytes=counted_training_bytes(step, side.batch, saved),
         allocator_peak_bytes=side.allocator_peak,
-        precision=precision_name(step.autocast),
+        precision=precision,
         forward_multiply_adds=work.forward,
         training_multiply_adds=work.training,
+        matrix_product_flops=flops.get(precision),
     )
 
 

@@ -255,8 +255,8 @@ def _arithmetic_line(result: BenchResult) -> str:
     threads = f"{first.threads} thread{'s' * (first.threads != 1)}"
     return (
         f"arithmetic rate: 2 FLOP per multiply-add over the median step, as a share of this "
-        f"machine's rate for {first.size} x {first.size} matrix products in the same precision "
-        f"({rates}; {threads})"
+        f"machine's rate for {first.size} x {first.size} matrix products in the same precision, "
+        f"one timed in each round with the steps ({rates}, the median; {threads})"
     )
 
 

@@ -77,6 +77,7 @@ class TrainingComparison:
     sequnet: TrainingMeasurement
     baseline: TrainingMeasurement
     load: CpuLoad | None = None  # other processes' CPU load during the timed steps
+    matrix_products: list[MatrixProductRate] = dataclasses.field(default_factory=list)
 
     @property
     def time_ratio(self) -> float:
@@ -124,7 +125,20 @@ class TrainingComparison:
                 "counted_memory": self.counted_memory_ratio,
             },
             "cpu_load": load_json(self.load),
+            "matrix_product": matrix_product_json(self.matrix_products),
         }
+
+
+def matrix_product_json(rates: list[MatrixProductRate]) -> dict[str, Any]:
+    """The matrix-product rates timed beside a measurement, in the `--json` document."""
+    by_name = {rate.precision: rate.flops_per_second for rate in rates}
+    first = rates[0] if rates else None
+    return {
+        "size": first.size if first else None,
+        "threads": first.threads if first else None,
+        "float32": by_name.get("float32"),
+        "bfloat16": by_name.get("bfloat16"),
+    }
 
 
 @dataclass(frozen=True)
@@ -274,7 +288,11 @@ class BenchResult:
     stages: list[StageTiming] = dataclasses.field(default_factory=list)
     calibration_seconds: float = 0.0  # spent before the first stage, estimating the others
     repeat: int = 1  # timed rounds: interleaved training steps, at least as many chunks
-    matrix_products: list[MatrixProductRate] = dataclasses.field(default_factory=list)
+
+    @property
+    def matrix_products(self) -> list[MatrixProductRate]:
+        """The matrix-product rates timed in turn with the main training comparison."""
+        return self.training.matrix_products if self.training else []
 
     @property
     def loads(self) -> list[tuple[str, CpuLoad]]:
@@ -294,16 +312,6 @@ class BenchResult:
     def complete(self) -> bool:
         return self.stages_done == len(self.stages)
 
-    def matrix_product_json(self) -> dict[str, Any]:
-        rates = {rate.precision: rate.flops_per_second for rate in self.matrix_products}
-        first = self.matrix_products[0] if self.matrix_products else None
-        return {
-            "size": first.size if first else None,
-            "threads": first.threads if first else None,
-            "float32": rates.get("float32"),
-            "bfloat16": rates.get("bfloat16"),
-        }
-
     def timing_json(self) -> dict[str, Any]:
         measured = [s.measured_seconds for s in self.stages if s.measured_seconds is not None]
         return {
@@ -321,7 +329,8 @@ class BenchResult:
          "generation_batch_1", "generation_batch"}, "preset", "task", "quick", "unit",
          "sample_rate", "memory_measure", "repeat" (timed rounds),
          "matrix_product": {"size", "threads", "float32", "bfloat16" (FLOP/s of size x size
-                            products, the median of a few; null: not measured)},
+                            products, the median of one per round of the training comparison;
+                            null: not measured)},
          "models": {"sequnet"|"baseline": {"variant", "architecture", "network", "parameters",
                                            "receptive_field"}},
          "training": null (not measured: a partial document only) | {"batch_size",
@@ -346,7 +355,8 @@ class BenchResult:
                       "counted_memory"} (baseline / Seq-U-Net),
                       "cpu_load": null (not Linux, or under half a second) | {"seconds",
                       "other_cores" (cores kept busy by other processes, on average),
-                      "own_cores" (by this one), "cores", "busy" (other_cores >= 0.25)}},
+                      "own_cores" (by this one), "cores", "busy" (other_cores >= 0.25)},
+                      "matrix_product": (as above, timed with these steps)},
          "generation": {"runs": [{"batch_size", "threads", "sequnet"|"baseline": {"batch_size",
                         "threads", "chunk_steps", "chunk_seconds" (each timed chunk, interleaved
                         with the other network's), "steps", "seconds", "cycle", "captured",
@@ -379,7 +389,7 @@ class BenchResult:
             "sample_rate": self.sample_rate,
             "memory_measure": self.memory_measure,
             "repeat": self.repeat,
-            "matrix_product": self.matrix_product_json(),
+            "matrix_product": matrix_product_json(self.matrix_products),
             "models": {"sequnet": self.sequnet.to_json(), "baseline": self.baseline.to_json()},
             "training": self.training.to_json() if self.training else None,
             "generation": {"runs": [run.to_json(self.sample_rate) for run in self.generation]},

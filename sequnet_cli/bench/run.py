@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sequnet_cli.bench.estimate import Calibration, Progress, calibrate, estimate_stages
-from sequnet_cli.bench.machine import MatrixProductRate, matrix_product_rate, precision_name
-from sequnet_cli.bench.measure import TrainingMeasurement, measure_training, memory_measure
+from sequnet_cli.bench.measure import measure_training, memory_measure
 from sequnet_cli.bench.plan import (
     BenchPlan,
     BenchSizes,
@@ -38,7 +37,6 @@ from sequnet_cli.bench.results import (
     TrainingComparison,
 )
 from sequnet_cli.bench.streams import GenerationMeasurement, measure_generation
-from sequnet_cli.devices import autocast_dtype
 from sequnet_cli.errors import warn
 from sequnet_cli.tasks import task_for
 
@@ -92,7 +90,6 @@ class BenchRun:
         self.measured: list[float] = []  # seconds of each finished stage
         self.started: float | None = None
         self.stage_started: float | None = None
-        self.matrix_products: list[MatrixProductRate] = []
 
     @property
     def isolate(self) -> bool:
@@ -120,13 +117,10 @@ class BenchRun:
         notify = on_stage or (lambda index, finished: None)
         self._use_benchmark_mode()
         self.started = time.perf_counter()
-        if not self.matrix_products:
-            self.matrix_products = matrix_product_rates(self.plan)
-        rates = {rate.precision: rate.flops_per_second for rate in self.matrix_products}
         for index in range(len(self.outcomes), len(self.stages)):
             self.stage_started = time.perf_counter()
             notify(index, False)
-            self.outcomes.append(run_stage(self.plan, self.stages[index], rates))
+            self.outcomes.append(run_stage(self.plan, self.stages[index]))
             self.measured.append(time.perf_counter() - self.stage_started)
             notify(index, True)
         return self.result()
@@ -202,27 +196,14 @@ class BenchRun:
             stages=timings,
             calibration_seconds=self.calibration_seconds,
             repeat=plan.sizes.repeat,
-            matrix_products=self.matrix_products,
         )
 
 
-def matrix_product_rates(plan: BenchPlan) -> list[MatrixProductRate]:
-    """The machine's matrix-product rate in float32 and in each precision the two networks
-    train in, with the training threads."""
-    precisions = {"float32"} | {
-        precision_name(autocast_dtype(plan.device, config.train.precision))
-        for config in (plan.sequnet, plan.baseline)
-    }
-    threads = plan.threads["training"]
-    return [matrix_product_rate(plan.device, name, threads) for name in sorted(precisions)]
-
-
-def run_stage(plan: BenchPlan, stage: Stage, rates: dict[str, float] | None = None) -> Outcome:
-    """Measure one stage, both sides in turn; `rates`: the machine's matrix-product FLOP/s per
-    precision, which the training measurements' efficiency is read against."""
+def run_stage(plan: BenchPlan, stage: Stage) -> Outcome:
+    """Measure one stage: both sides, in turn."""
     if isinstance(stage, GenerationStage):
         return compare_generation(plan, stage)
-    training = compare_training(plan, stage, rates or {})
+    training = compare_training(plan, stage)
     if stage.levels is None:
         return training
     return SweepPoint(
@@ -233,20 +214,12 @@ def run_stage(plan: BenchPlan, stage: Stage, rates: dict[str, float] | None = No
     )
 
 
-def compare_training(
-    plan: BenchPlan, stage: TrainingStage, rates: dict[str, float]
-) -> TrainingComparison:
-    """Both sides trained at the same batch and targets, their steps interleaved; each one's
-    efficiency read against `rates` (FLOP/s per precision)."""
-    measured, load = measure_training(
-        (stage.sequnet, stage.baseline), plan.device, plan.sizes.isolate
-    )
-
-    def rated(measurement: TrainingMeasurement) -> TrainingMeasurement:
-        rate = rates.get(measurement.precision)
-        return dataclasses.replace(measurement, matrix_product_flops=rate)
-
-    return TrainingComparison(stage.batch_size, rated(measured[0]), rated(measured[1]), load)
+def compare_training(plan: BenchPlan, stage: TrainingStage) -> TrainingComparison:
+    """Both sides trained at the same batch and targets, their steps interleaved."""
+    sides = (stage.sequnet, stage.baseline)
+    found = measure_training(sides, plan.device, plan.sizes.isolate)
+    ours, theirs = found.measurements
+    return TrainingComparison(stage.batch_size, ours, theirs, found.load, found.matrix_products)
 
 
 def compare_generation(plan: BenchPlan, stage: GenerationStage) -> GenerationComparison:
