@@ -106,7 +106,8 @@ def test_json_document_follows_the_schema() -> None:
     for side in ("sequnet", "baseline"):
         measured = training[side]
         assert measured["targets"] == TINY.targets and measured["steps"] == TINY.repeat
-        assert len(measured["step_seconds"]) == TINY.repeat
+        assert len(measured["step_seconds"]) == len(measured["step_cpu_seconds"]) == TINY.repeat
+        assert measured["cpu_seconds_per_step"] > 0
         assert measured["seconds_min"] <= measured["seconds_per_step"] <= measured["seconds_max"]
         assert measured["inputs"] == models[side]["receptive_field"] - 1 + TINY.targets
         assert measured["peak_memory_bytes"] is None and measured["activation_bytes"] > 0
@@ -123,7 +124,8 @@ def test_json_document_follows_the_schema() -> None:
         )
     ratios = training["ratios"]
     assert set(ratios) == {
-        "time", "time_rounds", "multiply_adds", "memory", "activations", "counted_memory"
+        "time", "time_rounds", "cpu_time", "multiply_adds", "memory", "activations",
+        "counted_memory",
     }  # fmt: skip
     assert ratios["multiply_adds"] == pytest.approx(
         training["baseline"]["training_multiply_adds"]
@@ -248,6 +250,7 @@ def test_a_measurement_reports_the_median_step_and_its_spread() -> None:
         counted_memory_bytes=2,
         training_multiply_adds=10**9,
         matrix_product_flops=4e10,
+        step_cpu_seconds=(0.2, 0.1, 0.2, 0.2, 0.25),
     )
     assert measured.seconds_per_step == 0.25 and measured.steps == 5  # the 0.9 s outlier aside
     assert measured.flops_per_second == pytest.approx(8e9)
@@ -255,6 +258,7 @@ def test_a_measurement_reports_the_median_step_and_its_spread() -> None:
     document = measured.to_json()
     assert (document["seconds_min"], document["seconds_max"]) == (0.1, 0.9)
     assert measure.TrainingMeasurement.from_json(document) == measured
+    assert measured.cpu_seconds_per_step == 0.2
     comparison = bench.results.TrainingComparison(
         1, measured, dataclasses.replace(measured, step_seconds=(0.6, 0.3, 0.9, 0.2, 0.5))
     )
@@ -299,11 +303,13 @@ def test_a_busy_cpu_is_warned_of_in_the_table_and_the_json(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _fake_proc_stat(monkeypatch, 1.5)
-    table = _invoke("--preset", "jsb", "--quick", "--device", "cpu", "--no-sweep")
+    table = _invoke("--preset", "jsb", "--quick", "--no-sweep", "--threads", "1")
     assert table.exit_code == 0, table.output
-    line = next(line for line in table.stdout.splitlines() if line.startswith("warning:"))
-    assert "other processes kept up to 1.5 of 4 CPU cores busy" in line
-    assert "training" in line and "generation at batch 1" in line
+    text = " ".join(table.stdout.split())  # the line as printed, whatever the wrapping
+    line = text[text.index("warning: ") :]
+    assert line.startswith("warning: other processes kept up to 1.5 of 4 CPU cores busy")
+    assert "(training, generation at batch 1, generation at batch 16;" in line
+    assert "in CPU time per step, which their turns do not count, training is" in line
     document = json.loads(_invoke("--preset", "jsb", "--quick", "--json", "--no-sweep").stdout)
     load = document["training"]["cpu_load"]
     assert load["busy"] and load["cores"] == 4 and load["other_cores"] == pytest.approx(1.5, 0.2)

@@ -102,6 +102,9 @@ class TrainingMeasurement:
     forward_multiply_adds: int = 0  # of one forward pass and loss (`work.count_training_work`)
     training_multiply_adds: int = 0  # of the forward and backward passes
     matrix_product_flops: float | None = None  # the machine's rate in `precision`, timed in turn
+    # this process's CPU seconds in each timed step: with one thread, the step's own compute,
+    # whatever other processes took
+    step_cpu_seconds: tuple[float, ...] = ()
 
     @property
     def steps(self) -> int:
@@ -111,6 +114,11 @@ class TrainingMeasurement:
     def seconds_per_step(self) -> float:
         """The median timed step."""
         return statistics.median(self.step_seconds)
+
+    @property
+    def cpu_seconds_per_step(self) -> float | None:
+        """The median timed step's CPU seconds."""
+        return statistics.median(self.step_cpu_seconds) if self.step_cpu_seconds else None
 
     @property
     def flops_per_second(self) -> float:
@@ -127,6 +135,8 @@ class TrainingMeasurement:
         return {
             **dataclasses.asdict(self),
             "step_seconds": list(self.step_seconds),
+            "step_cpu_seconds": list(self.step_cpu_seconds),
+            "cpu_seconds_per_step": self.cpu_seconds_per_step,
             "steps": self.steps,
             "seconds_per_step": self.seconds_per_step,
             "seconds_min": min(self.step_seconds),
@@ -139,7 +149,8 @@ class TrainingMeasurement:
     def from_json(cls, values: dict[str, Any]) -> TrainingMeasurement:
         fields = {field.name for field in dataclasses.fields(cls)}
         known = {key: value for key, value in values.items() if key in fields}
-        return cls(**{**known, "step_seconds": tuple(values["step_seconds"])})
+        lists = {name: tuple(values[name]) for name in ("step_seconds", "step_cpu_seconds")}
+        return cls(**{**known, **lists})
 
 
 def memory_measure(device: torch.device, isolate: bool) -> str:
@@ -201,15 +212,17 @@ def measure_training(
             products = _matrix_products(sides, device)
             calls: list[Callable[[], object]] = [*products, *(_bound(side) for side in sides)]
             with LoadMonitor() as monitor:
-                seconds = interleaved_steps(calls, device, first.steps)
+                timings = interleaved_steps(calls, device, first.steps)
         rates = [
             product.rate(times, first.threads)
-            for product, times in zip(products, seconds[: len(products)], strict=True)
+            for product, times in zip(products, timings.wall[: len(products)], strict=True)
         ]
         flops = {rate.precision: rate.flops_per_second for rate in rates}
         measurements = [
-            _measurement(side, times, flops)
-            for side, times in zip(sides, seconds[len(products) :], strict=True)
+            _measurement(side, wall, cpu, flops)
+            for side, wall, cpu in zip(
+                sides, timings.wall[len(products) :], timings.cpu[len(products) :], strict=True
+            )
         ]
     if device.type == "cpu" and isolate:
         peaks = [peak_memory_in_fresh_process(spec) for spec in specs]
@@ -266,24 +279,37 @@ def _bound(side: _Side) -> Callable[[], object]:
     return lambda: step(batch)
 
 
+@dataclass(frozen=True)
+class Timings:
+    """Each call of each of several functions: wall seconds, and this process's CPU seconds
+    (all its threads; not the time other processes had the cores)."""
+
+    wall: list[list[float]]
+    cpu: list[list[float]]
+
+
 def interleaved_steps(
     steps: Sequence[Callable[[], object]], device: torch.device, rounds: int
-) -> list[list[float]]:
-    """Seconds of each call of each of `steps`, called in turn (A B A B ...) for `rounds`
-    rounds, each timed alone from the device's idle state to its end."""
-    seconds: list[list[float]] = [[] for _ in steps]
+) -> Timings:
+    """Time each of `steps`, called in turn (A B A B ...) for `rounds` rounds, each timed
+    alone from the device's idle state to its end."""
+    timings = Timings([[] for _ in steps], [[] for _ in steps])
     for _ in range(max(rounds, 1)):
-        for step, times in zip(steps, seconds, strict=True):
+        for index, step in enumerate(steps):
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             step()
             synchronize(device)
-            times.append(time.perf_counter() - start)
-    return seconds
+            timings.wall[index].append(time.perf_counter() - start)
+            timings.cpu[index].append(time.process_time() - cpu)
+    return timings
 
 
-def _measurement(side: _Side, seconds: list[float], flops: dict[str, float]) -> TrainingMeasurement:
-    """`side`'s figures from its timed steps; `flops`: the matrix-product rate per precision."""
+def _measurement(
+    side: _Side, seconds: list[float], cpu_seconds: list[float], flops: dict[str, float]
+) -> TrainingMeasurement:
+    """`side`'s figures from its timed steps (wall and CPU seconds); `flops`: the
+    matrix-product rate per precision."""
     step, spec = side.step, side.spec
     assert step is not None  # warmed up first
     precision = precision_name(step.autocast)
@@ -291,6 +317,7 @@ def _measurement(side: _Side, seconds: list[float], flops: dict[str, float]) -> 
     work = count_training_work(spec.config, spec.batch_size, spec.targets)
     return TrainingMeasurement(
         step_seconds=tuple(seconds),
+        step_cpu_seconds=tuple(cpu_seconds),
         inputs=side.batch.x.shape[-1],
         targets=spec.targets,
         peak_memory_bytes=side.peak,

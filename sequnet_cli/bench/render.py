@@ -280,11 +280,16 @@ def load_warning(result: BenchResult) -> str | None:
         return None
     worst: CpuLoad = max((load for _, load in busy), key=lambda load: load.other_cores)
     names = ", ".join(name for name, _ in busy)
-    return (
+    line = (
         f"warning: other processes kept up to {worst.other_cores:.1f} of {worst.cores} CPU cores "
         f"busy while this bench measured ({names}; it used {worst.own_cores:.1f} then): its "
         "times may read high and its ratios drift"
     )
+    training = result.training
+    ratio = training.cpu_time_ratio if training else None
+    if ratio and result.threads["training"] == 1:
+        line += f"; in CPU time per step, which their turns do not count, training is {ratio:.2f}x"
+    return line
 
 
 def _sweep_table(result: BenchResult) -> Table:

@@ -86,6 +86,13 @@ class TrainingComparison:
         return self.baseline.seconds_per_step / self.sequnet.seconds_per_step
 
     @property
+    def cpu_time_ratio(self) -> float | None:
+        """The time ratio in this process's CPU seconds per step: with one thread, what the
+        ratio would be with no other process competing for the cores."""
+        ours, theirs = self.sequnet.cpu_seconds_per_step, self.baseline.cpu_seconds_per_step
+        return theirs / ours if ours and theirs else None
+
+    @property
     def round_ratios(self) -> list[float]:
         """The time ratio of each round of interleaved steps: its spread."""
         pairs = zip(self.baseline.step_seconds, self.sequnet.step_seconds, strict=True)
@@ -119,6 +126,7 @@ class TrainingComparison:
             "ratios": {
                 "time": self.time_ratio,
                 "time_rounds": _spread(self.round_ratios),
+                "cpu_time": self.cpu_time_ratio,
                 "multiply_adds": self.work_ratio,
                 "memory": self.memory_ratio,
                 "activations": self.activation_ratio,
@@ -336,7 +344,9 @@ class BenchResult:
          "training": null (not measured: a partial document only) | {"batch_size",
                       "sequnet"|"baseline": {"seconds_per_step" (median), "step_seconds" (each
                       timed step, interleaved with the other network's), "seconds_min",
-                      "seconds_max", "steps", "inputs", "targets",
+                      "seconds_max", "step_cpu_seconds", "cpu_seconds_per_step" (this process's
+                      CPU time, all threads: with one, the time it computed while other
+                      processes took turns), "steps", "inputs", "targets",
                       "precision" ("float32", or the autocast dtype: "bfloat16"),
                       "forward_multiply_adds" (one forward pass and loss),
                       "training_multiply_adds" (forward and backward passes),
@@ -351,7 +361,8 @@ class BenchResult:
                       "allocator_peak_bytes" (CUDA: raw allocator peak of the warm-up steps,
                       cuDNN autotuning workspace included; null elsewhere)},
                       "ratios": {"time" (of the medians), "time_rounds" ([min, max] of each
-                      round's ratio), "multiply_adds", "memory", "activations",
+                      round's ratio), "cpu_time" (of the median CPU seconds), "multiply_adds",
+                      "memory", "activations",
                       "counted_memory"} (baseline / Seq-U-Net),
                       "cpu_load": null (not Linux, or under half a second) | {"seconds",
                       "other_cores" (cores kept busy by other processes, on average),
