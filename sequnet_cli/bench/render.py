@@ -261,15 +261,21 @@ def _arithmetic_line(result: BenchResult) -> str:
 
 
 def _why_line(result: BenchResult, training: TrainingComparison) -> str:
-    """Why a CPU's time ratio follows the arithmetic and the paper's GPU ratio is higher."""
+    """Why a CPU's time ratio follows the arithmetic and the paper's GPU ratio is higher, after
+    how far the measured ratio is from the arithmetic's (the two networks' rates differ)."""
     baseline = result.baseline.variant
-    share = training.time_ratio / training.work_ratio if training.work_ratio else None
-    measured = f"here the time ratio is {share:.2f} of the multiply-add ratio. " if share else ""
+    measured = ""
+    if training.work_ratio:
+        share = training.time_ratio / training.work_ratio  # = Seq-U-Net's rate / baseline's
+        measured = (
+            f"Here the time ratio is {share:.2f} of the multiply-add ratio: {baseline} computes "
+            f"at {1 / share:.2f} of the Seq-U-Net's rate. "
+        )
     return (
-        f"{measured}A CPU is bound by arithmetic, so its time ratio follows the multiply-add "
-        "ratio; the paper's GPU ratio is higher because at these sizes a GPU is bound by "
-        f"kernel launches and memory traffic, most of it on {baseline}'s full-resolution "
-        "layers, which the Seq-U-Net runs at ever lower resolutions."
+        f"{measured}A CPU is bound mostly by arithmetic, so its time ratio follows the "
+        "multiply-add ratio; the paper's GPU ratio is higher because at these sizes a GPU is "
+        f"bound by kernel launches and memory traffic, most of it on {baseline}'s "
+        "full-resolution layers, which the Seq-U-Net runs at ever lower resolutions."
     )
 
 

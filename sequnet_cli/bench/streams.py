@@ -6,10 +6,11 @@ of steps for every network: a whole number of each one's clock cycle (a Seq-U-Ne
 runs every 2**i steps, so a shorter chunk would miss its deep levels' share), at least 64. After
 one untimed chunk each, the networks take turns, one chunk each (A B A B ...), until each has
 had at least `rounds` chunks and all together `min_seconds` each on average (the faster network
-then has fewer seconds, as many steps): load from other programs then hits all alike, and the figure is the median chunk's rate with its spread. The untimed chunk of an eager
-stream is counted (`work.WorkCounter`): the multiply-adds per generated element, amortised over
-whole clock cycles. On CUDA a stream can also be measured captured, its step replayed as CUDA
-graphs (`models.StepProgram`) with each next input picked on the device.
+then has fewer seconds, as many steps): load from other programs then hits all alike, and the
+figure is the median chunk's rate with its spread. The untimed chunk of an eager stream is
+counted (`work.WorkCounter`): the multiply-adds per generated element, amortised over whole
+clock cycles. On CUDA a stream can also be measured captured, its step replayed as CUDA graphs
+(`models.StepProgram`) with each next input picked on the device.
 """
 
 from __future__ import annotations
