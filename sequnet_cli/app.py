@@ -576,6 +576,14 @@ def bench(
         bool,
         typer.Option("--no-capture", help="CUDA: measure generation without CUDA graphs only."),
     ] = False,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Timed rounds: training steps of each model in turn, and at least as many "
+            "chunks of generation steps; medians are reported (default: 5, --quick 3).",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark a preset's Seq-U-Net against its baseline: training cost and generation speed.
 
@@ -587,7 +595,17 @@ def bench(
     from sequnet_cli.errors import StoppedError
 
     run = BenchRun(
-        BenchRequest(preset, vs, device, batch_size, threads, quick, sweep, capture=not no_capture)
+        BenchRequest(
+            preset,
+            vs,
+            device,
+            batch_size,
+            threads,
+            quick,
+            sweep,
+            capture=not no_capture,
+            repeat=repeat,
+        )
     )
     with error_console.status("calibrating") as status:
         run.estimate(progress=status.update)

@@ -82,8 +82,7 @@ class TrainingStep:
         """The step itself, in tensor operations only (so that it can be captured): returns the
         summed loss and the number of predicted elements, as tensors."""
         self.optimizer.zero_grad(set_to_none=True)
-        enabled = self.autocast is not None
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=enabled):
+        with self.autocast_context():
             total = self.task.loss_sum(self.forward_network, batch)
         loss, total, count = self.objective(total, batch.mask.sum())
         loss.backward()
@@ -91,6 +90,11 @@ class TrainingStep:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip)
         self.optimizer.step()
         return total.detach(), count
+
+    def autocast_context(self) -> torch.autocast:
+        """The precision the step's forward pass and loss run in (`train.precision`)."""
+        enabled = self.autocast is not None
+        return torch.autocast(self.device.type, dtype=self.autocast, enabled=enabled)
 
     def objective(self, total: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The loss to minimise from a batch's summed NLL over `count` predicted elements,

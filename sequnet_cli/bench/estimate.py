@@ -21,15 +21,18 @@ estimate beside its measured time, so both can be compared):
    - per generation network and batch: seconds per stream step, over whole chunks of 16 steps
      (so that the Seq-U-Net's slower levels run their share), and the seconds taken to build
      it, which give the seconds per parameter of building any network.
-   - on a CPU, where each training measurement runs in a fresh process: the round trip of one
-     tiny measurement in a fresh process (starting Python, importing torch and sequnet).
-3. A training measurement takes: process start + build + (warm-up steps + timed steps + 1/3
-   of a step for the saved-activation count [+ 2 memory-pass steps on CUDA]) x step seconds
-   + the first step's extra (twice on CUDA: memory pass, then benchmark mode), where step
-   seconds = operations x seconds per operation + multiply-adds x seconds per multiply-add.
-   A generation measurement takes: build + one warm-up chunk + whole chunks until at least
-   its `min_seconds` (the loop of `measure_generation`) at the calibrated seconds per step.
-   A stage takes the sum of its two sides; the run, the sum of its stages.
+   - on a CPU, where each network's peak memory is measured in a fresh process: the round trip
+     of one tiny memory measurement (starting Python, importing torch and sequnet).
+3. A training side takes: build + (warm-up steps + timed steps + 1/3 of a step for the
+   saved-activation count + `MEMORY_PASS_STEPS`) x step seconds + the first step's extra twice
+   (the memory pass's first step, then the timed one's), where step seconds = operations x
+   seconds per operation + multiply-adds x seconds per multiply-add; on a CPU, where the memory
+   pass runs in a fresh process, also that process's start and a second build. A training
+   stage takes the sum of its two sides. A generation stage takes: both builds + one warm-up
+   chunk each + rounds of one chunk each until each network had at least `rounds` chunks and
+   both together twice `min_seconds` (the loop of `streams.measure_generation`), at the
+   calibrated seconds per step; as CUDA graphs, all of it a second time. The run takes the sum
+   of its stages.
 
 What it does not see: a stage's tensors are longer than the proxies', so memory-bound work can
 cost more per multiply-add there (the estimate then reads low), and other programs sharing the
@@ -42,18 +45,18 @@ import math
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import CausalNetwork
 from sequnet_cli.bench.measure import (
     MEMORY_PASS_STEPS,
     TrainingSpec,
-    train_in_fresh_process,
+    peak_memory_in_fresh_process,
 )
 from sequnet_cli.bench.plan import GenerationStage, Stage, TrainingStage, with_network
+from sequnet_cli.bench.streams import SHORTEST_CHUNK
+from sequnet_cli.bench.work import Work, count_work
 from sequnet_cli.config import RunConfig
 from sequnet_cli.devices import cpu_threads, synchronize
 from sequnet_cli.tasks import task_for
@@ -69,57 +72,6 @@ MIN_STREAM_SECONDS = 0.1  # stream steps are timed at least this long per networ
 FORWARD_SHARE = 1 / 3  # the saved-activation count: a forward and loss, a third of a step
 
 Progress = Callable[[str], None]
-
-_ATEN = torch.ops.aten
-_MATRIX_PRODUCTS = {_ATEN.mm.default, _ATEN.addmm.default, _ATEN.bmm.default}
-
-
-@dataclass(frozen=True)
-class Work:
-    """What one forward pass and loss of a network does on one batch."""
-
-    operations: int  # tensor operations dispatched
-    multiply_adds: int  # of its convolutions and matrix products
-    parameters: int
-
-
-class WorkCounter(TorchDispatchMode):
-    """Counts every dispatched operation, and the multiply-adds of convolutions and products."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.operations = 0
-        self.multiply_adds = 0
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self.operations += 1
-        if func is _ATEN.convolution.default:
-            x, weight, transposed = args[0], args[1], args[6]
-            per_output = weight.shape[1] * math.prod(weight.shape[2:])  # in/groups x kernel
-            # a transposed convolution spreads each input over the kernel instead
-            self.multiply_adds += (x if transposed else out).numel() * per_output
-        elif func in _MATRIX_PRODUCTS:
-            a, b = args[-2], args[-1]  # (…, n, k) @ (…, k, m): n·k·m per matrix
-            self.multiply_adds += a.numel() * b.shape[-1]
-        return out
-
-
-def count_work(config: RunConfig, batch_size: int, targets: int) -> Work:
-    """The work of one forward pass and loss of `config`'s network on a random batch of
-    `batch_size` examples with `targets` predicted elements (counted on the meta device)."""
-    task = task_for(config)
-    with torch.device("meta"):
-        network = task.build_network()
-        generator = torch.Generator().manual_seed(0)
-        batch = task.random_batch(batch_size, targets, network.receptive_field, generator)
-    counter = WorkCounter()
-    with counter, torch.no_grad():
-        task.loss_sum(network, batch)
-    parameters = sum(parameter.numel() for parameter in network.parameters())
-    return Work(counter.operations, counter.multiply_adds, parameters)
 
 
 @dataclass(frozen=True)
@@ -328,13 +280,14 @@ def _time_stream(calibration: Calibration, config: RunConfig, stage: GenerationS
 
 
 def _time_process_start(spec: TrainingSpec) -> float:
-    """The round trip of a fresh-process measurement of a tiny network, less its one step."""
+    """The round trip of a fresh-process memory measurement of a tiny network (its steps take
+    a few milliseconds)."""
     network = spec.config.model.network
     tiny = with_network(spec.config, network.with_stages(PROXY_STAGES, 2))
     tiny_spec = TrainingSpec(tiny, 1, SHORT_TARGETS, 0, 1, spec.threads)
     start = time.perf_counter()
-    measured = train_in_fresh_process(tiny_spec)
-    return max(time.perf_counter() - start - measured.seconds_per_step, 0.0)
+    peak_memory_in_fresh_process(tiny_spec)
+    return time.perf_counter() - start
 
 
 def estimate_stages(stages: list[Stage], calibration: Calibration) -> list[float]:
@@ -342,10 +295,7 @@ def estimate_stages(stages: list[Stage], calibration: Calibration) -> list[float
     return [
         sum(_training_seconds(spec, calibration) for spec in _sides(stage))
         if isinstance(stage, TrainingStage)
-        else sum(
-            _generation_seconds(config, stage, calibration)
-            for config in (stage.sequnet, stage.baseline)
-        )
+        else _generation_seconds(stage, calibration)
         for stage in stages
     ]
 
@@ -353,25 +303,25 @@ def estimate_stages(stages: list[Stage], calibration: Calibration) -> list[float
 def _training_seconds(spec: TrainingSpec, calibration: Calibration) -> float:
     work = count_work(spec.config, spec.batch_size, spec.targets)
     cost = calibration.steps[step_key(spec)]
-    cuda = calibration.device.type == "cuda"
-    steps = spec.warmup_steps + spec.steps + FORWARD_SHARE + (MEMORY_PASS_STEPS if cuda else 0)
-    first_steps = 2 if cuda else 1
-    start = calibration.process_start_seconds if calibration.isolate and not cuda else 0.0
-    return (
-        start
-        + work.parameters * calibration.build_seconds_per_parameter
-        + steps * cost.step_seconds(work)
-        + first_steps * cost.first_step_extra(work)
-    )
+    steps = spec.warmup_steps + spec.steps + FORWARD_SHARE + MEMORY_PASS_STEPS
+    build = work.parameters * calibration.build_seconds_per_parameter
+    # on a CPU the memory pass runs in a fresh process: its start and a second build
+    fresh = calibration.isolate and calibration.device.type == "cpu"
+    extra = calibration.process_start_seconds + build if fresh else 0.0
+    return extra + build + steps * cost.step_seconds(work) + 2 * cost.first_step_extra(work)
 
 
-def _generation_seconds(
-    config: RunConfig, stage: GenerationStage, calibration: Calibration
-) -> float:
-    cost = calibration.streams[stream_key(config, stage.batch_size, stage.threads)]
-    chunk = max(cost.cycle, 64) * cost.seconds_per_step  # as `measure_generation` steps
-    chunks = max(1, math.ceil(stage.min_seconds / chunk)) if chunk > 0 else 1
-    measured = (1 + chunks) * chunk
+def _generation_seconds(stage: GenerationStage, calibration: Calibration) -> float:
+    """Both networks' builds, a warm-up chunk each, and rounds of a chunk each (see 3.)."""
+    costs = [
+        calibration.streams[stream_key(config, stage.batch_size, stage.threads)]
+        for config in (stage.sequnet, stage.baseline)
+    ]
+    steps = max(SHORTEST_CHUNK, *(cost.cycle for cost in costs))  # as `measure_generation`
+    chunks = [steps * cost.seconds_per_step for cost in costs]
+    both = sum(chunks)
+    rounds = max(stage.rounds, 1, math.ceil(2 * stage.min_seconds / both) if both > 0 else 1)
+    measured = (1 + rounds) * sum(chunks)
+    builds = sum(cost.parameters for cost in costs) * calibration.build_seconds_per_parameter
     # As CUDA graphs the stage is timed a second time; the graphs' own speed is not calibrated.
-    passes = 2 if stage.capture else 1
-    return cost.parameters * calibration.build_seconds_per_parameter + passes * measured
+    return builds + (2 if stage.capture else 1) * measured

@@ -32,8 +32,8 @@ class BenchSizes:
     """How much work each measurement does: `bench_sizes` gives the paper's or the quick ones."""
 
     warmup_steps: int = 2  # untimed training steps first (allocator, cuDNN autotuning)
-    train_steps: int = 5  # timed training steps; their mean is reported
-    generation_seconds: float = 3.0  # whole clock cycles are timed until at least this long
+    repeat: int = 5  # timed rounds: training steps of each network in turn, median reported
+    generation_seconds: float = 3.0  # chunks of whole clock cycles: `repeat`, about this long each
     width_scale: float = 1.0  # multiplies every feature width of both networks
     targets: int = 300  # predicted elements per training example
     batch_size: int | None = None  # None: the preset's shared [train] batch size
@@ -41,7 +41,7 @@ class BenchSizes:
     sweep_width: int | None = None  # None: the Seq-U-Net's width (after width_scale)
     sweep_targets: int | None = None  # None: the training targets
     sweep_batch_size: int = 1
-    isolate: bool = True  # CPU: a fresh process per training measurement, to read its peak RSS
+    isolate: bool = True  # CPU: a fresh process per network for its peak RSS
 
 
 def bench_sizes(task: Task, quick: bool) -> BenchSizes:
@@ -50,7 +50,7 @@ def bench_sizes(task: Task, quick: bool) -> BenchSizes:
     shape = task.bench_shape(quick)
     return BenchSizes(
         warmup_steps=1 if quick else 2,
-        train_steps=3 if quick else 5,
+        repeat=3 if quick else 5,
         generation_seconds=1.0 if quick else 3.0,
         width_scale=shape.width_scale,
         targets=shape.targets,
@@ -86,9 +86,11 @@ def make_plan(
     threads: int | None,
     quick: bool,
     sizes: BenchSizes | None,
+    repeat: int | None = None,
 ) -> BenchPlan:
     """Resolve the preset's Seq-U-Net and its baseline (`vs`, default: the preset's other
-    model), the device, the sizes and the thread counts."""
+    model), the device, the sizes (`repeat`: timed rounds, else the sizes') and the thread
+    counts."""
     file = load_preset(preset)
     if SEQUNET_VARIANT not in file.variants:
         raise ConfigError(f"preset {file.name} has no [{SEQUNET_VARIANT}] model to benchmark")
@@ -100,6 +102,8 @@ def make_plan(
     task = task_for(ours)
     target = resolve_device(device)
     sizes = sizes or bench_sizes(task, quick)
+    if repeat is not None:
+        sizes = dataclasses.replace(sizes, repeat=repeat)
     # The preset's shared batch size, not a variant's override: both models get the same batch.
     shared = int(file.train.get("batch_size", TrainConfig.batch_size))
     default = torch.get_num_threads()
@@ -176,7 +180,8 @@ class GenerationStage:
     baseline: RunConfig
     batch_size: int
     threads: int  # CPU threads
-    min_seconds: float  # whole chunks are timed until at least this long
+    min_seconds: float  # chunks are timed until the networks had this long each on average
+    rounds: int = 1  # and at least this many chunks each
     capture: bool = False  # also as CUDA graphs
 
     @property
@@ -200,6 +205,7 @@ def plan_stages(plan: BenchPlan, sweep: bool, capture: bool = False) -> list[Sta
                 batch,
                 threads,
                 plan.sizes.generation_seconds,
+                plan.sizes.repeat,
                 capture and plan.device.type == "cuda",
             )
         )
@@ -225,7 +231,7 @@ def training_stage(
             batch,
             targets or plan.targets,
             sizes.warmup_steps,
-            sizes.train_steps,
+            sizes.repeat,
             plan.threads["training"],
         )
 

@@ -12,10 +12,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from sequnet_cli.bench.measure import GenerationMeasurement, TrainingMeasurement
+from sequnet_cli.bench.machine import CpuLoad
+from sequnet_cli.bench.measure import TrainingMeasurement
 from sequnet_cli.bench.plan import GenerationStage, TrainingStage
-from sequnet_cli.bench.results import BenchResult, TrainingComparison
+from sequnet_cli.bench.results import BenchResult, GenerationComparison, TrainingComparison
 from sequnet_cli.bench.run import BenchRun
+from sequnet_cli.bench.streams import GenerationMeasurement
 
 
 def _seconds(value: float) -> str:
@@ -35,12 +37,48 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _ratio_spread(value: float, rounds: list[float]) -> str:
+    """A ratio of medians, and the range of the ratios of each round beneath it."""
+    if len(rounds) < 2:
+        return _ratio(value)
+    return f"{_ratio(value)}\n{min(rounds):.2f}-{max(rounds):.2f}x"
+
+
+def _si(value: float, unit: str = "") -> str:
+    """`245 G`, `4.52 M`, `812 k`: three significant figures with a decimal prefix."""
+    for prefix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _step_time(measurement: TrainingMeasurement) -> str:
+    """The median step, and the fastest and slowest beneath it."""
+    text = _seconds(measurement.seconds_per_step)
+    if measurement.steps > 1:
+        low, high = min(measurement.step_seconds), max(measurement.step_seconds)
+        text += f"\n{_seconds(low)}-{_seconds(high)}"
+    return text
+
+
+def _arithmetic(measurement: TrainingMeasurement) -> str:
+    """Achieved FLOP/s, and its share of the machine's matrix-product rate."""
+    text = _si(measurement.flops_per_second, "FLOP/s")
+    if measurement.efficiency is not None:
+        text += f"\n{measurement.efficiency:.0%} of {measurement.precision}"
+    return text
+
+
 def _count(value: int) -> str:
     return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value:,}"
 
 
 def _rate(measurement: GenerationMeasurement, unit: str, sample_rate: int | None) -> str:
+    """The median chunk's rate, the slowest and fastest chunk's, and the real-time factor."""
     text = f"{measurement.samples_per_second:,.0f} {unit}/s"
+    if len(measurement.chunk_seconds) > 1:
+        slowest, fastest = measurement.rate_spread
+        text += f"\n{slowest:,.0f}-{fastest:,.0f}"
     if sample_rate:
         text += f"\n{measurement.samples_per_second / sample_rate:.3g}x real time"
     return text
@@ -75,12 +113,20 @@ def _training_rows(table: Table, result: BenchResult, training: TrainingComparis
     paper, ours, theirs = result.paper, training.sequnet, training.baseline
     table.add_row("inputs per example", f"{ours.inputs:,}", f"{theirs.inputs:,}")
     table.add_row(
-        "training step",
-        _seconds(ours.seconds_per_step),
-        _seconds(theirs.seconds_per_step),
-        _ratio(training.time_ratio),
+        "training step\nmedian, min-max",
+        _step_time(ours),
+        _step_time(theirs),
+        _ratio_spread(training.time_ratio, training.round_ratios),
         _ratio(paper.time_ratio if paper else None),
     )
+    table.add_row(
+        "multiply-adds per step\ntraining (forward)",
+        f"{_si(ours.training_multiply_adds)}\n({_si(ours.forward_multiply_adds)})",
+        f"{_si(theirs.training_multiply_adds)}\n({_si(theirs.forward_multiply_adds)})",
+        _ratio(training.work_ratio),
+        "",
+    )
+    table.add_row("arithmetic rate", _arithmetic(ours), _arithmetic(theirs), "", "")
     table.add_row(
         "peak memory",
         _bytes(ours.peak_memory_bytes),
@@ -113,7 +159,7 @@ def _generation_rows(table: Table, result: BenchResult) -> None:
             f"generation\nbatch {run.batch_size}, {threads}",
             _rate(run.sequnet, result.unit, result.sample_rate),
             _rate(run.baseline, result.unit, result.sample_rate),
-            _ratio(run.speedup),
+            _ratio_spread(run.speedup, run.round_speedups),
             _ratio(figure),
         )
         if run.captured is not None:
@@ -121,9 +167,27 @@ def _generation_rows(table: Table, result: BenchResult) -> None:
                 f"generation, CUDA graphs\nbatch {run.batch_size}",
                 _rate(run.captured.sequnet, result.unit, result.sample_rate),
                 _rate(run.captured.baseline, result.unit, result.sample_rate),
-                _ratio(run.captured.speedup),
+                _ratio_spread(run.captured.speedup, run.captured.round_speedups),
                 _ratio(figure),
             )
+    _generation_work_row(table, result)
+
+
+def _generation_work_row(table: Table, result: BenchResult) -> None:
+    """Multiply-adds per generated element: the same at every batch size, shown once."""
+    counted = [run for run in result.generation if run.work_ratio is not None]
+    if not counted:
+        return
+    run: GenerationComparison = counted[0]
+    ours, theirs = run.sequnet.multiply_adds_per_sample, run.baseline.multiply_adds_per_sample
+    assert ours is not None and theirs is not None  # as `work_ratio` is
+    table.add_row(
+        f"multiply-adds per\ngenerated {result.unit.removesuffix('s')}",
+        _si(ours),
+        _si(theirs),
+        _ratio(run.work_ratio),
+        "",
+    )
 
 
 def _context(result: BenchResult) -> Text:
@@ -134,7 +198,23 @@ def _context(result: BenchResult) -> Text:
             f"CPU threads: training {threads['training']}, generation at batch 1 "
             f"{threads['generation_batch_1']}, batched {threads['generation_batch']}"
         ),
-        "ratios: baseline / Seq-U-Net for time and memory, Seq-U-Net / baseline for generation",
+        (
+            f"times: the median of {result.repeat} timed rounds, the two networks' steps (or "
+            "chunks of generation steps) in turn, with the fastest and slowest; the ratio's "
+            "range is that of each round's ratio"
+        ),
+        (
+            "ratios: baseline / Seq-U-Net for time, multiply-adds and memory, Seq-U-Net / "
+            "baseline for generation speed"
+        ),
+        (
+            "multiply-adds: of the convolutions and matrix products dispatched, counted on "
+            "shapes; training counts the forward and the backward pass, where each "
+            "convolution's weight and input gradients cost one forward each (the optimizer's "
+            "few per weight are left out); a generated element's are amortised over whole "
+            "clock cycles"
+        ),
+        _arithmetic_line(result),
         f"peak memory: {result.memory_measure}",
         (
             "counted memory: weights, gradients, optimizer state, saved activations and the "
@@ -151,6 +231,8 @@ def _context(result: BenchResult) -> Text:
             f"{paper.megabytes[0]} vs {paper.megabytes[1]} MB"
             + (f", {rates[0]} vs {rates[1]} samples/s" if rates else "")
         )
+    if result.training:
+        lines.append(_why_line(result, result.training))
     timing = result.timing_json()
     if result.stages_done:
         lines.append(
@@ -160,6 +242,60 @@ def _context(result: BenchResult) -> Text:
             f", after {duration(result.calibration_seconds)} of calibration)"
         )
     return Text("\n".join(lines), style="dim")
+
+
+def _arithmetic_line(result: BenchResult) -> str:
+    rates = ", ".join(
+        f"{_si(rate.flops_per_second, 'FLOP/s')} in {rate.precision}"
+        for rate in result.matrix_products
+    )
+    if not rates:
+        return "arithmetic rate: 2 FLOP per multiply-add over the median step"
+    first = result.matrix_products[0]
+    threads = f"{first.threads} thread{'s' * (first.threads != 1)}"
+    return (
+        f"arithmetic rate: 2 FLOP per multiply-add over the median step, as a share of this "
+        f"machine's rate for {first.size} x {first.size} matrix products in the same precision, "
+        f"one timed in each round with the steps ({rates}, the median; {threads})"
+    )
+
+
+def _why_line(result: BenchResult, training: TrainingComparison) -> str:
+    """Why a CPU's time ratio follows the arithmetic and the paper's GPU ratio is higher, after
+    how far the measured ratio is from the arithmetic's (the two networks' rates differ)."""
+    baseline = result.baseline.variant
+    measured = ""
+    if training.work_ratio:
+        share = training.time_ratio / training.work_ratio  # = Seq-U-Net's rate / baseline's
+        measured = (
+            f"Here the time ratio is {share:.2f} of the multiply-add ratio: {baseline} computes "
+            f"at {1 / share:.2f} of the Seq-U-Net's rate. "
+        )
+    return (
+        f"{measured}A CPU is bound mostly by arithmetic, so its time ratio follows the "
+        "multiply-add ratio; the paper's GPU ratio is higher because at these sizes a GPU is "
+        f"bound by kernel launches and memory traffic, most of it on {baseline}'s "
+        "full-resolution layers, which the Seq-U-Net runs at ever lower resolutions."
+    )
+
+
+def load_warning(result: BenchResult) -> str | None:
+    """One line when other processes used the CPU during a measurement, else None."""
+    busy = [(name, load) for name, load in result.loads if load.busy]
+    if not busy:
+        return None
+    worst: CpuLoad = max((load for _, load in busy), key=lambda load: load.other_cores)
+    names = ", ".join(name for name, _ in busy)
+    line = (
+        f"warning: other processes kept up to {worst.other_cores:.1f} of {worst.cores} CPU cores "
+        f"busy while this bench measured ({names}; it used {worst.own_cores:.1f} then): its "
+        "times may read high and its ratios drift"
+    )
+    training = result.training
+    ratio = training.cpu_time_ratio if training else None
+    if ratio and result.threads["training"] == 1:
+        line += f"; in CPU time per step, which their turns do not count, training is {ratio:.2f}x"
+    return line
 
 
 def _sweep_table(result: BenchResult) -> Table:
@@ -176,6 +312,7 @@ def _sweep_table(result: BenchResult) -> Table:
         "s/step\nSeq-U-Net",
         f"s/step\n{baseline}",
         "time\nratio",
+        "multiply-add\nratio",
         "memory\nSeq-U-Net",
         f"memory\n{baseline}",
         "memory\nratio",
@@ -189,6 +326,7 @@ def _sweep_table(result: BenchResult) -> Table:
             _seconds(ours.seconds_per_step),
             _seconds(theirs.seconds_per_step),
             _ratio(point.training.time_ratio),
+            _ratio(point.training.work_ratio),
             _bytes(ours.peak_memory_bytes),
             _bytes(theirs.peak_memory_bytes),
             _ratio(point.training.memory_ratio),
@@ -240,6 +378,9 @@ def sweep_chart(result: BenchResult) -> Text:
 def render_bench(result: BenchResult) -> list[RenderableType]:
     """The Rich renderables of a result: the side-by-side table, its context, the sweep."""
     parts: list[RenderableType] = [_main_table(result), _context(result)]
+    warning = load_warning(result)
+    if warning:
+        parts.append(Text(warning, style="bold yellow"))
     if not result.complete:
         parts.append(
             Text(
@@ -296,11 +437,13 @@ def _measurements(run: BenchRun) -> list[str]:
     parts = [
         (
             f"training at batch {first.batch_size} x {first.sequnet.targets:,} targets "
-            f"({first.sequnet.warmup_steps} warm-up + {first.sequnet.steps} timed steps)"
+            f"({first.sequnet.warmup_steps} warm-up + {first.sequnet.steps} timed steps each, "
+            "interleaved)"
         ),
         (
             f"generation at batch {' and '.join(map(str, batches))} "
-            f"(at least {run.plan.sizes.generation_seconds:g} s each)"
+            f"(at least {run.plan.sizes.repeat} chunks and about "
+            f"{run.plan.sizes.generation_seconds:g} s each, interleaved)"
         ),
     ]
     if sweep:
@@ -337,6 +480,9 @@ def live_view(run: BenchRun) -> RenderableType:
     line.add_row(bar, Text(status, style="bold"))
     result = run.result()
     parts: list[RenderableType] = [line, _main_table(result)]
+    warning = load_warning(result)
+    if warning:
+        parts.append(Text(warning, style="bold yellow"))
     if result.sweep:
         parts += [_sweep_table(result), sweep_chart(result)]
     return Group(*parts)

@@ -17,12 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sequnet_cli.bench.estimate import Calibration, Progress, calibrate, estimate_stages
-from sequnet_cli.bench.measure import (
-    GenerationMeasurement,
-    measure_generation,
-    measure_training,
-    memory_measure,
-)
+from sequnet_cli.bench.measure import measure_training, memory_measure
 from sequnet_cli.bench.plan import (
     BenchPlan,
     BenchSizes,
@@ -41,7 +36,7 @@ from sequnet_cli.bench.results import (
     SweepPoint,
     TrainingComparison,
 )
-from sequnet_cli.config import RunConfig
+from sequnet_cli.bench.streams import GenerationMeasurement, measure_generation
 from sequnet_cli.errors import warn
 from sequnet_cli.tasks import task_for
 
@@ -62,6 +57,7 @@ class BenchRequest:
     sweep: bool = True
     sizes: BenchSizes | None = None
     capture: bool = True  # on CUDA, also measure generation as CUDA graphs
+    repeat: int | None = None  # timed rounds; None: the sizes'
 
     def plan(self) -> BenchPlan:
         """Raises `ConfigError` for an unknown preset or variant and `DeviceError` for a
@@ -74,6 +70,7 @@ class BenchRequest:
             self.threads,
             self.quick,
             self.sizes,
+            self.repeat,
         )
 
 
@@ -198,11 +195,12 @@ class BenchRun:
             paper=PAPER.get((plan.sequnet.preset, plan.baseline.model.name)),
             stages=timings,
             calibration_seconds=self.calibration_seconds,
+            repeat=plan.sizes.repeat,
         )
 
 
 def run_stage(plan: BenchPlan, stage: Stage) -> Outcome:
-    """Measure one stage: both sides, one after the other."""
+    """Measure one stage: both sides, in turn."""
     if isinstance(stage, GenerationStage):
         return compare_generation(plan, stage)
     training = compare_training(plan, stage)
@@ -217,40 +215,57 @@ def run_stage(plan: BenchPlan, stage: Stage) -> Outcome:
 
 
 def compare_training(plan: BenchPlan, stage: TrainingStage) -> TrainingComparison:
-    """One training measurement of each side at the same batch and targets."""
-    isolate = plan.sizes.isolate
-    ours = measure_training(stage.sequnet, plan.device, isolate)
-    theirs = measure_training(stage.baseline, plan.device, isolate)
-    return TrainingComparison(stage.batch_size, ours, theirs)
+    """Both sides trained at the same batch and targets, their steps interleaved."""
+    sides = (stage.sequnet, stage.baseline)
+    found = measure_training(sides, plan.device, plan.sizes.isolate)
+    ours, theirs = found.measurements
+    return TrainingComparison(stage.batch_size, ours, theirs, found.load, found.matrix_products)
 
 
 def compare_generation(plan: BenchPlan, stage: GenerationStage) -> GenerationComparison:
-    """Generation speed of each side at the stage's batch size, stepped one by one and, when
+    """Generation speed of both sides at the stage's batch size, stepped one by one and, when
     the stage asks, as CUDA graphs (left out, with one warning, if a capture fails)."""
-    sides = (stage.sequnet, stage.baseline)
-    eager = [generation_speed(plan, stage, config) for config in sides]
+    eager = generation_speeds(plan, stage)
     captured = None
     if stage.capture:
         try:
-            graphs = [generation_speed(plan, stage, config, captured=True) for config in sides]
-            captured = GenerationComparison(stage.batch_size, graphs[0], graphs[1])
+            captured = generation_speeds(plan, stage, captured=True, work=eager)
         except RuntimeError as error:  # CUDA reports a failed capture so
             warn(f"could not capture the generation steps as CUDA graphs ({error}); left out")
-    return GenerationComparison(stage.batch_size, eager[0], eager[1], captured)
+    return dataclasses.replace(eager, captured=captured)
 
 
-def generation_speed(
-    plan: BenchPlan, stage: GenerationStage, config: RunConfig, captured: bool = False
-) -> GenerationMeasurement:
-    """The generation speed of one side (`captured`: as CUDA graphs)."""
-    torch.manual_seed(0)
-    network = task_for(config).build_network().to(plan.device)
-    return measure_generation(
-        network,
+def generation_speeds(
+    plan: BenchPlan,
+    stage: GenerationStage,
+    captured: bool = False,
+    work: GenerationComparison | None = None,
+) -> GenerationComparison:
+    """The generation speed of both sides, their chunks interleaved (`captured`: as CUDA
+    graphs, whose multiply-adds per sample are those of the eager comparison `work`)."""
+    networks = []
+    for config in (stage.sequnet, stage.baseline):
+        torch.manual_seed(0)
+        networks.append(task_for(config).build_network().to(plan.device))
+    (ours, theirs), load = measure_generation(
+        networks,
         plan.task,
         stage.batch_size,
         plan.device,
         min_seconds=stage.min_seconds,
+        rounds=stage.rounds,
         threads=stage.threads,
         captured=captured,
+    )
+    if work is not None:
+        ours = _with_work(ours, work.sequnet)
+        theirs = _with_work(theirs, work.baseline)
+    return GenerationComparison(stage.batch_size, ours, theirs, load=load)
+
+
+def _with_work(
+    measurement: GenerationMeasurement, counted: GenerationMeasurement
+) -> GenerationMeasurement:
+    return dataclasses.replace(
+        measurement, multiply_adds_per_sample=counted.multiply_adds_per_sample
     )
