@@ -38,9 +38,10 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype of a training precision (`fp32`, `bf16` or `auto`), None for fp32.
 
     `auto` is what `SEQUNET_PRECISION` says, if set, else bf16 on CUDA GPUs that support it
-    (Ampere and newer) and fp32 elsewhere. On CPUs, fp32 even with bfloat16 units: a batch-1
-    piano-roll step is too small to gain from them (`train jsb` in bf16 autocast ran at 0.67x the
-    steps per second of fp32 on an AVX512-BF16 CPU), so bf16 is a choice, not the default.
+    (Ampere and newer) and fp32 elsewhere. On CPUs, fp32 even with bfloat16 units: audio steps
+    gain from them, but a batch-1 piano-roll step is too small to (`train jsb` in bf16 autocast
+    took 1.09x the time of fp32 on an AVX512-BF16 CPU, `piano-small` 0.72x), so bf16 is a
+    choice there, not the default (README, `train.precision`).
     """
     if precision == "auto":
         precision = os.environ.get("SEQUNET_PRECISION", "auto").lower()
