@@ -4,13 +4,14 @@
 honour one contract: `net(x)` maps `(B, in_channels, T)` to `(B, out_channels, T)` causally
 with zero history, `net(x, outputs=n)` computes only the last n outputs, `net.receptive_field`
 is exact, and `net.stream(batch_size)` steps (or primes) sample by sample, equal to the full
-pass; `StepProgram` runs a stream's step, and the caller's sampling, as CUDA graphs. The library
-is pure PyTorch: no files, no terminal.
+pass; `StepProgram` runs a stream's step, and the caller's sampling, as CUDA graphs or, on a
+CPU, compiled by inductor. The library is pure PyTorch: no files, no terminal.
 """
 
 from __future__ import annotations
 
 from models.capture import StepProgram
+from models.compiled import CompileError
 from models.configs import (
     CONFIGS,
     ConfigValueError,
@@ -53,6 +54,7 @@ __all__ = [
     "CONFIGS",
     "TCN",
     "CausalNetwork",
+    "CompileError",
     "ConfigValueError",
     "NetworkConfig",
     "ResidualSeqUNet",

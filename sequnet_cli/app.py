@@ -320,7 +320,7 @@ NoCaptureOption = Annotated[
     bool,
     typer.Option(
         "--no-capture",
-        help="CUDA: run generation step by step instead of as captured CUDA graphs.",
+        help="Run generation step by step: no CUDA graphs on a GPU, no compiled steps on a CPU.",
     ),
 ]
 VoicesOption = Annotated[

@@ -3,8 +3,10 @@
 Each step feeds the latest element (the primer's last, or the task's first input) to the stream,
 and the sampler draws the next element from the output; its encoding is the next step's input.
 The loop is a `models.StepProgram`: with `capture` (on CUDA) its step and draw are replayed as
-CUDA graphs, otherwise they run eagerly through the same code; a capture that fails falls back
-to eager steps with one warning. The sampler's random numbers are drawn in blocks of `CHUNK`
+CUDA graphs; with `compile` (on a CPU) the most frequent kinds of step, the draw included, run as
+functions compiled by inductor (`models.compiled`), the others eagerly; otherwise everything runs
+eagerly through the same code. A capture or compilation that fails falls back to eager steps
+with one warning. The sampler's random numbers are drawn in blocks of `CHUNK`
 steps, before each chunk, so the same seed gives the same elements however the steps run, and
 a captured step finds its numbers at a position held on the device. The caller gets the drawn
 elements chunk by chunk, as they come (for the display, live playback, and the files).
@@ -12,26 +14,44 @@ elements chunk by chunk, as they come (for the display, live playback, and the f
 
 from __future__ import annotations
 
+import gc
+import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from models import CausalNetwork, StepProgram, Stream
+from models import CausalNetwork, CompileError, StepProgram, Stream
+from models.compiled import Compiled, Store
+from sequnet_cli.console import print_note, waiting
 from sequnet_cli.devices import cpu_threads
 from sequnet_cli.errors import warn
+from sequnet_cli.paths import user_data_dir
 from sequnet_cli.tasks import Progress, Sampler
 
 CHUNK = 1024  # steps per chunk handed to the caller, and per block of random numbers
+# Kinds of step compiled, the most frequent first: kind k is one step in 2**(k + 1), so five
+# kinds are 97% of the steps; each more kind is a larger program that takes longer to compile
+# than the few eager steps it saves.
+COMPILED_KINDS = 5
+# Fewer steps than this (in all sequences together) run eagerly on a CPU: loading compiled steps
+# from the cache takes a second or two, which about 16,000 eager steps of a demo-sized network
+# also take.
+COMPILE_MIN_STEPS = 16_384
+COMPILE_NOTE_SECONDS = 5.0  # a compilation this long is worth telling the user about
 
 
 class Autoregression:
     """`count` sequences generated together by `network` and `sampler`, continuing `primer`
     (in the task's storage form; the primer itself is not returned). `capture`: replay the
     steps as CUDA graphs; `fixed_index`: run what would be captured without capturing it (the
-    same elements, as tests check on a CPU). `threads`: CPU threads for the steps (one is the
-    fastest for the small operations of a step; 0 leaves PyTorch's setting)."""
+    same elements, as tests check on a CPU). `compile`: compile the steps for the CPU, equal to
+    eager ones to float rounding. `threads`: CPU threads for the steps (one is the fastest for
+    the small operations of a step; 0 leaves PyTorch's setting)."""
 
     def __init__(
         self,
@@ -42,40 +62,60 @@ class Autoregression:
         capture: bool = False,
         fixed_index: bool = False,
         threads: int = 1,
+        compile: bool | Store = False,
     ) -> None:
         self.network, self.sampler, self.count = network, sampler, count
         self.fixed_index, self.threads = fixed_index, threads
         device = sampler.device
-        self.uniforms = torch.zeros(CHUNK, count, *sampler.random_shape, device=device)
-        self._uniform = torch.zeros(1, count, *sampler.random_shape, device=device)
-        self._uniform_row = self._uniform[0]  # (B, ...): this step's random numbers
+        self.randoms = torch.zeros(CHUNK, count, *sampler.random_shape, device=device)
+        self._random = torch.zeros(1, count, *sampler.random_shape, device=device)
+        self._random_row = self._random[0]  # (B, ...): this step's random numbers
         self.drawn = torch.zeros(  # (CHUNK, B, ...)
             CHUNK, count, *sampler.value_shape, dtype=sampler.value_dtype, device=device
         )
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # the step in the chunk
-        self.program = self._start(primer, capture)
+        self.program = self._start(primer, capture, compile)
 
     @property
     def captured(self) -> bool:
         """Whether the steps replay CUDA graphs."""
         return self.program.captured
 
-    def _start(self, primer: np.ndarray | None, capture: bool) -> StepProgram:
-        if capture:
+    @property
+    def compiled(self) -> bool:
+        """Whether the frequent steps run compiled."""
+        return self.program.compiled is not None
+
+    def _start(
+        self, primer: np.ndarray | None, capture: bool, compile: bool | Store
+    ) -> StepProgram:
+        if capture or compile:
             try:
-                return self._program(primer, capture=True)
+                return self._program(primer, capture, compile)
+            except CompileError as error:
+                warn(f"could not compile the generation step ({error}); generating step by step")
             except RuntimeError as error:  # CUDA reports a failed capture so
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else "no reason"
                 warn(
-                    f"could not capture the generation step as CUDA graphs ({reason}); "
+                    f"could not capture the generation step as CUDA graphs ({_first_line(error)}); "
                     "generating step by step instead"
                 )
-        return self._program(primer, capture=False)
+        return self._program(primer, capture=False, compile=False)
 
-    def _program(self, primer: np.ndarray | None, capture: bool) -> StepProgram:
-        stream = self.network.stream(self.count, fixed_index=capture or self.fixed_index)
+    def _program(
+        self, primer: np.ndarray | None, capture: bool, compile: bool | Store
+    ) -> StepProgram:
+        fixed_index = capture or compile is not False or self.fixed_index
+        stream = self.network.stream(self.count, fixed_index=fixed_index)
         self.x = self._first_input(stream, primer)  # (B, in_channels): each step's input
-        return StepProgram(stream, self.x, self._after, capture=capture, state=[self.position])
+        return StepProgram(
+            stream,
+            self.x,
+            self._after,
+            capture=capture,
+            compile_kinds=COMPILED_KINDS if compile else 0,
+            state=[self.position],
+            store=compile if not isinstance(compile, bool) else None,
+        )
 
     def _first_input(self, stream: Stream, primer: np.ndarray | None) -> Tensor:
         """The first step's input `(B, in_channels)`, after priming the stream with all of the
@@ -89,8 +129,8 @@ class Autoregression:
 
     def _after(self, output: Tensor) -> None:
         """Draw from one step's output `(B, out_channels)`, keep the element, feed it back."""
-        torch.index_select(self.uniforms, 0, self.position, out=self._uniform)
-        values, next_input = self.sampler.draw(output, self._uniform_row)
+        torch.index_select(self.randoms, 0, self.position, out=self._random)
+        values, next_input = self.sampler.draw(output, self._random_row)
         self.drawn.index_copy_(0, self.position, values.unsqueeze(0))
         self.x.copy_(next_input)
         self.position.add_(1)
@@ -104,8 +144,8 @@ class Autoregression:
             size = min(CHUNK, steps - done)
             completed = 0
             try:
-                with cpu_threads(self.threads), torch.inference_mode():
-                    self.sampler.fill_random(self.uniforms)
+                with cpu_threads(self.threads), torch.inference_mode(), _no_garbage_collection():
+                    self.sampler.fill_random(self.randoms)
                     self.position.zero_()
                     for _ in range(size):
                         self.program.run()
@@ -122,6 +162,89 @@ class Autoregression:
         return self.drawn[:steps].transpose(0, 1).to("cpu", copy=True).numpy()
 
 
+def start(
+    network: CausalNetwork,
+    sampler: Sampler,
+    count: int,
+    steps: int,
+    device: torch.device,
+    *,
+    primer: np.ndarray | None = None,
+    fast: bool = True,
+    threads: int = 1,
+) -> Autoregression:
+    """The generation loop for `count` sequences of `steps` elements, as fast as `device` allows
+    unless `fast` is off: CUDA graphs on a GPU; on a CPU, compiled steps when there are enough
+    steps to repay loading them (or compiling them, the first time a network of this shape
+    generates on this machine, which can take minutes; inductor keeps them in the user data
+    folder for later runs)."""
+    capture = fast and device.type == "cuda"
+    compile = fast and device.type == "cpu" and steps * count >= COMPILE_MIN_STEPS
+    if not compile:
+        return Autoregression(network, sampler, count, primer, capture, threads=threads)
+    folder = user_data_dir() / "compiled"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    started = time.monotonic()
+    with waiting("preparing the compiled generation step"):
+        generation = Autoregression(
+            network, sampler, count, primer, threads=threads, compile=CompiledSteps(folder)
+        )
+    seconds = time.monotonic() - started
+    if generation.compiled and seconds > COMPILE_NOTE_SECONDS:
+        print_note(
+            f"compiled the generation step for this CPU in {seconds:.0f} s; later runs of "
+            "networks of this shape load it in seconds"
+        )
+    return generation
+
+
+@contextmanager
+def _no_garbage_collection() -> Iterator[None]:
+    """Python's cycle collector paused: a step allocates many short-lived objects and no
+    cycles, and each collection walks every object of PyTorch (about 5% of a compiled step)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class CompiledSteps:
+    """Compiled generation steps kept as files in the user data folder, one per key
+    (`models.compiled.Store`); a file that does not load (another PyTorch wrote it, or it is
+    damaged) is compiled again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def load(self, key: str) -> Compiled | None:
+        from torch._inductor import CompiledArtifact
+
+        path = self.folder / f"{key}.bin"
+        if not path.is_file():
+            return None
+        try:
+            return CompiledArtifact.load(path=str(path), format="binary")
+        except Exception:  # noqa: BLE001  (a stale or damaged file raises anything: compile again)
+            return None
+
+    def save(self, key: str, compiled: Compiled) -> None:
+        save = getattr(compiled, "save", None)
+        if save is None:
+            return
+        try:  # written atomically by PyTorch (a temporary file, then renamed)
+            save(path=str(self.folder / f"{key}.bin"), format="binary")
+        except (OSError, RuntimeError):
+            pass  # not kept: compiled again next time
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no reason"
+
+
 def autoregress(
     network: CausalNetwork,
     sampler: Sampler,
@@ -131,9 +254,18 @@ def autoregress(
     capture: bool = False,
     progress: Progress | None = None,
     threads: int = 1,
+    compile: bool = False,
 ) -> np.ndarray:
     """`count` sequences of `steps` new elements each, drawn by `sampler`: `(count, steps, ...)`."""
-    generation = Autoregression(network, sampler, count, primer, capture, threads=threads)
+    generation = Autoregression(
+        network, sampler, count, primer, capture, threads=threads, compile=compile
+    )
+    return collect(generation, steps, progress)
+
+
+def collect(generation: Autoregression, steps: int, progress: Progress | None = None) -> np.ndarray:
+    """The next `steps` elements of every sequence, `(count, steps, ...)`; `progress` is told
+    the steps of each chunk as it comes."""
     chunks = []
     for chunk in generation.chunks(steps):
         chunks.append(chunk)

@@ -219,6 +219,13 @@ def print_note(message: str) -> None:
     error_console.print(message, soft_wrap=True, markup=False)
 
 
+@contextmanager
+def waiting(message: str) -> Iterator[None]:
+    """A spinner with `message` on stderr while something slow runs, gone once it is done."""
+    with error_console.status(message):
+        yield
+
+
 class FileProgressCallback(Protocol):
     """`progress(done, total, path, hours)`: files done and in all, the next file, and for
     audio the hours of audio done and in all."""

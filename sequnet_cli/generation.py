@@ -2,7 +2,8 @@
 
 Generation never runs a full pass per step: a primer is fed with `Stream.prime` in one
 parallel pass, then each new element is drawn by the task's sampler from the last output and
-fed back (`sequnet_cli.autoregression`; on CUDA as captured CUDA graphs unless `--no-capture`).
+fed back (`sequnet_cli.autoregression`; on CUDA as captured CUDA graphs, on a CPU compiled, unless
+`--no-capture`).
 The same seed gives the same output. Each chunk of drawn elements goes to its consumers as it
 comes: the display, the live player, and the outputs the task writes at the end (MIDI for piano
 rolls, WAV for audio), each atomically.
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from sequnet_cli.audio_io import LivePlayer
-from sequnet_cli.autoregression import Autoregression
+from sequnet_cli.autoregression import Autoregression, start
 from sequnet_cli.checkpoints import Which
 from sequnet_cli.console import GenerationDisplay, console, print_warning
 from sequnet_cli.devices import check_memory
@@ -64,7 +65,7 @@ class SampleRequest:
     voices: str | None = None  # piano roll: `--voices`; None: the task's default
     asked: frozenset[str] = frozenset()  # options of some kinds of model given: "tempo", ...
     play: bool = False
-    capture: bool = True  # on CUDA: run the step and the draw as CUDA graphs
+    capture: bool = True  # the step and the draw as CUDA graphs (CUDA) or compiled (CPU)
     threads: int = 1  # CPU threads for the steps
 
     def check(self) -> None:
@@ -117,9 +118,15 @@ def generate(
         sampler = task.sampler(
             trained.network, request.count, temperature, request.seed, request.voices
         )
-        capture = request.capture and device.type == "cuda"
-        generation = Autoregression(
-            trained.network, sampler, request.count, plan.primer, capture, threads=request.threads
+        generation = start(
+            trained.network,
+            sampler,
+            request.count,
+            plan.steps,
+            device,
+            primer=plan.primer,
+            fast=request.capture,
+            threads=request.threads,
         )
         player = _live_player(task, request, plan.steps, plan.kept, plan.paths[0])
     except KeyboardInterrupt:
@@ -136,7 +143,7 @@ def generate(
     total = plan.steps * request.count
     console.print(
         f"generated {total:,} {task.unit} at temperature {temperature:g} in {elapsed:.1f} s "
-        f"({_speed(total, elapsed, task)}{', CUDA graphs' if generation.captured else ''})"
+        f"({_speed(total, elapsed, task)}{_way(generation)})"
     )
     if request.play and (player is not None or not plays_live(task, request)):
         _play(task, outputs, plan, player)
@@ -221,6 +228,13 @@ def _consume(
     except KeyboardInterrupt:
         raise _Interrupted(collected) from None
     return np.concatenate(collected, axis=1)
+
+
+def _way(generation: Autoregression) -> str:
+    """How the steps ran, when not eagerly."""
+    if generation.captured:
+        return ", CUDA graphs"
+    return ", compiled steps" if generation.compiled else ""
 
 
 def _speed(elements: int, seconds: float, task: Task) -> str:

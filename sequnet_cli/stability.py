@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sequnet_cli.autoregression import autoregress
+from sequnet_cli.autoregression import collect, start
 from sequnet_cli.console import GenerationDisplay, file_progress
 from sequnet_cli.errors import ConfigError
 from sequnet_cli.tasks import StabilityMeasure, sampling_temperature
@@ -41,7 +41,7 @@ class StabilityRequest:
     count: int = 4
     temperature: float | None = None  # None: the task's default
     seed: int = 0
-    capture: bool = True  # on CUDA: generate with captured CUDA graphs
+    capture: bool = True  # generate with CUDA graphs (CUDA) or compiled steps (CPU)
     voices: str | None = None  # piano roll: `--voices`; None: the task's default
 
     def check(self) -> None:
@@ -142,16 +142,9 @@ def stability_report(
             f"(a {measure.window_name}); ask for more"
         )
     reference = _spread(measure.reference(), measure.names)
-    capture = request.capture and device.type == "cuda"
+    generation = start(trained.network, sampler, request.count, steps, device, fast=request.capture)
     with GenerationDisplay(steps * request.count, task.unit, task.sample_rate) as display:
-        clips = autoregress(
-            trained.network,
-            sampler,
-            steps,
-            request.count,
-            capture=capture,
-            progress=lambda count: display.advance(count * request.count),
-        )
+        clips = collect(generation, steps, lambda count: display.advance(count * request.count))
     windows = [
         _window(measure, reference, clips[:, start : start + measure.window])
         for start in range(0, steps - measure.window + 1, measure.window)

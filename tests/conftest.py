@@ -16,6 +16,8 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEQUNET_DATA_DIR", str(SHARED_DATA / "polyphonic"))
     monkeypatch.setenv("SEQUNET_DEVICE", "cpu")
     monkeypatch.delenv("SEQUNET_PRECISION", raising=False)
+    # Generation runs step by step unless a test compiles on purpose (compiling takes seconds).
+    monkeypatch.setattr("sequnet_cli.autoregression.COMPILE_MIN_STEPS", 2**62)
     # No shipped demo model stands in for a missing run unless a test asks for one.
     monkeypatch.setattr("sequnet_cli.demos.DEMO_FOLDER", tmp_path / "no-demos")
     from sequnet_cli.console import console, error_console

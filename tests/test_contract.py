@@ -125,10 +125,10 @@ def run_steps(stream: Stream, x: Tensor) -> Tensor:
     return torch.stack([stream.step(x[..., t]) for t in range(x.shape[-1])], dim=-1)
 
 
-def run_program(stream: Stream, x: Tensor, capture: bool = False) -> Tensor:
+def run_program(stream: Stream, x: Tensor, capture: bool = False, compile_kinds: int = 0) -> Tensor:
     """Step `stream` through every column of `x: (B, C, T)` as a `StepProgram` whose `after`
     stores the output and feeds the next column, all through device-held positions, as a
-    captured program must; the outputs, `(B, out, T)`."""
+    captured or compiled program must; the outputs, `(B, out, T)`."""
     inputs = x.permute(2, 0, 1).contiguous()  # (T, B, C)
     length, last = inputs.shape[0], inputs.shape[0] - 1
     outputs = x.new_zeros(length, x.shape[0], stream.network.out_channels)
@@ -140,7 +140,9 @@ def run_program(stream: Stream, x: Tensor, capture: bool = False) -> Tensor:
         position.add_(1)
         torch.index_select(inputs, 0, position.clamp(max=last), out=current.unsqueeze(0))
 
-    program = StepProgram(stream, current, after, capture=capture, state=[position])
+    program = StepProgram(
+        stream, current, after, capture=capture, compile_kinds=compile_kinds, state=[position]
+    )
     for _ in range(length):
         program.run()
     return outputs.permute(1, 2, 0)

@@ -183,8 +183,8 @@ def test_an_audio_draw_feeds_back_the_coding_of_the_drawn_class(coding: str) -> 
     task = AudioTask(resolve("piano", None, [f"data.audio_input={coding}"]))
     network = ResidualSeqUNet(task.in_channels, task.out_channels, 4, 2, 1, 3).eval()
     sampler = task.sampler(network, 5, 1.0, 0)
-    output, uniforms = torch.randn(5, task.out_channels), torch.rand(5, 1)
-    values, next_input = sampler.draw(output, uniforms)
+    output, randoms = torch.randn(5, task.out_channels), torch.rand(5, *sampler.random_shape)
+    values, next_input = sampler.draw(output, randoms)
     expected = task.coding.encode(values.long().unsqueeze(1))[..., 0]  # (5, in_channels)
     assert torch.equal(next_input, expected)
     silence = task.coding.encode(torch.full((5, 1), 128))[..., 0]

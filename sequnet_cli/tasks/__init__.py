@@ -171,7 +171,7 @@ class Sampler(Protocol):
     device: torch.device
     value_shape: tuple[int, ...]  # one drawn element of one sequence: () or (pitches,)
     value_dtype: torch.dtype  # of the drawn elements as stored
-    random_shape: tuple[int, ...]  # uniform numbers one draw takes per sequence
+    random_shape: tuple[int, ...]  # random numbers one draw takes per sequence
 
     def first_input(self) -> Tensor:
         """The input at t = 0 without a primer: `(B, in_channels)`."""
@@ -182,10 +182,10 @@ class Sampler(Protocol):
         ...
 
     def fill_random(self, block: Tensor) -> None:
-        """Fill `block: (steps, B, *random_shape)` with the next uniform numbers in [0, 1)."""
+        """Fill `block: (steps, B, *random_shape)` with the random numbers of the next steps."""
         ...
 
-    def draw(self, output: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+    def draw(self, output: Tensor, randoms: Tensor) -> tuple[Tensor, Tensor]:
         """From one output `(B, out_channels)` and this step's random numbers
         `(B, *random_shape)`: the drawn elements `(B, *value_shape)` and the next input
         `(B, in_channels)`."""

@@ -1,0 +1,110 @@
+"""Steps compiled for the CPU (`models.compiled`): the same numbers as the eager stream, the
+same draws as eager generation, and one warning and eager steps where nothing can be compiled.
+
+Compiling takes seconds per kind of step, so these tests compile few, small networks; each
+test compiles into a fresh inductor cache (`TORCHINDUCTOR_CACHE_DIR`), kept for the session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_contract import EXACT, make, random_input, run_program, run_steps
+
+from models import CompileError, ResidualSeqUNet, StepProgram
+from sequnet_cli import autoregression
+from sequnet_cli.autoregression import CHUNK, Autoregression, autoregress, start
+from sequnet_cli.config import resolve
+from sequnet_cli.tasks.audio import AudioTask
+
+
+@pytest.fixture(autouse=True)
+def _inductor_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    folder = tmp_path_factory.getbasetemp() / "inductor-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    torch.set_num_threads(1)
+    return folder
+
+
+# One network of each architecture, two kinds of step compiled where there are two.
+@pytest.mark.parametrize(
+    ("name", "seed"), [("residual-sequnet", 1), ("sequnet", 2), ("tcn", 0), ("wavenet", 3)]
+)
+def test_compiled_programs_equal_plain_streams(name: str, seed: int) -> None:
+    # float64: the sums of a compiled step run in another order than a BLAS's, so the numbers
+    # agree to float64 rounding; every kind that is not compiled runs eagerly in between.
+    net, rng = make(name, seed)
+    x = random_input(net, rng, shortest=net.receptive_field + 2 * net.clock_cycle)
+    split = x.shape[-1] // 3
+    plain, compiled = net.stream(x.shape[0]), net.stream(x.shape[0], fixed_index=True)
+    plain.prime(x[..., :split])
+    compiled.prime(x[..., :split])
+    expected = run_steps(plain, x[..., split:])
+    torch.testing.assert_close(
+        run_program(compiled, x[..., split:], compile_kinds=2), expected, **EXACT
+    )
+
+
+def audio_network() -> tuple[AudioTask, ResidualSeqUNet]:
+    task = AudioTask(resolve("piano-small", None, []))
+    torch.manual_seed(0)
+    return task, ResidualSeqUNet(task.in_channels, task.out_channels, 4, 3, 1, 3).eval()
+
+
+def test_compiled_generation_draws_what_eager_generation_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The compiled steps sum in another order than the eager ones: a draw that sits on a
+    # boundary could flip to rounding, which these few steps of a small network never meet.
+    task, network = audio_network()
+    monkeypatch.setattr(autoregression, "COMPILE_MIN_STEPS", 100)
+    monkeypatch.setattr(autoregression, "COMPILED_KINDS", 2)
+    primer = autoregress(network, task.sampler(network, 1, 1.0, 3), 40, 1)[0]
+    eager = Autoregression(network, task.sampler(network, 2, 0.9, 5), 2, primer)
+    steps = CHUNK + 30
+    compiled = start(
+        network, task.sampler(network, 2, 0.9, 5), 2, steps, torch.device("cpu"), primer=primer
+    )
+    assert compiled.compiled and not eager.compiled
+    expected = np.concatenate(list(eager.chunks(steps)), axis=1)
+    assert np.array_equal(np.concatenate(list(compiled.chunks(steps)), axis=1), expected)
+
+
+def test_short_or_slow_requests_generate_step_by_step() -> None:
+    task, network = audio_network()
+    cpu = torch.device("cpu")
+    short = start(network, task.sampler(network, 1, 1.0, 0), 1, 10, cpu)
+    assert not short.compiled and not short.captured
+    # (conftest: COMPILE_MIN_STEPS is out of reach in tests unless a test lowers it)
+    assert not start(network, task.sampler(network, 1, 1.0, 0), 1, 10**6, cpu, fast=False).compiled
+
+
+def test_without_a_compiler_one_warning_then_eager_steps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A machine without a C++ compiler: a fresh cache (nothing to load) and a compiler that
+    # does not exist. Generation says so once and draws what eager generation draws.
+    import torch._inductor.config as inductor
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    monkeypatch.setattr(autoregression, "COMPILED_KINDS", 1)
+    task, network = audio_network()
+    expected = autoregress(network, task.sampler(network, 1, 1.0, 2), 300, 1)
+    with pytest.warns(UserWarning, match="could not compile the generation step") as seen:
+        generation = Autoregression(network, task.sampler(network, 1, 1.0, 2), 1, compile=True)
+    assert len(seen) == 1 and not generation.compiled
+    assert np.array_equal(np.concatenate(list(generation.chunks(300)), axis=1), expected)
+
+
+def test_compiling_needs_a_fixed_index_stream() -> None:
+    net, _ = make("residual-sequnet", 0)
+    x = torch.zeros(1, net.in_channels, dtype=torch.float64)
+    with pytest.raises(Exception, match="fixed-index"):
+        StepProgram(net.stream(1), x, lambda output: None, compile_kinds=1)
+    assert issubclass(CompileError, RuntimeError)
