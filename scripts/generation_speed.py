@@ -1,5 +1,6 @@
 """Generation speed as `sequnet sample` runs it: a preset's networks stepping their streams and
-drawing each next element with the task's sampler, step by step and, on CUDA, as CUDA graphs.
+drawing each next element with the task's sampler, step by step and, as `sample` runs them by
+default, as CUDA graphs (CUDA) or compiled steps (a CPU; the first run of a shape compiles them).
 
     python scripts/generation_speed.py --preset piano --device cuda --batch 1 --batch 16
 
@@ -18,14 +19,14 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from sequnet_cli.autoregression import Autoregression
+from sequnet_cli import autoregression
 from sequnet_cli.config import load_preset, resolve
 from sequnet_cli.devices import resolve_device
 from sequnet_cli.tasks import task_for
 
 
 def measure(
-    preset: str, model: str, batch: int, device: torch.device, capture: bool, seconds: float
+    preset: str, model: str, batch: int, device: torch.device, fast: bool, seconds: float
 ) -> dict[str, Any]:
     """One network, batch and way of running: samples per second over the whole batch."""
     config = resolve(preset, model, [])
@@ -34,7 +35,7 @@ def measure(
     network = task.build_network().to(device).eval()
     sampler = task.sampler(network, batch, 1.0, 0)
     started = time.perf_counter()
-    generation = Autoregression(network, sampler, batch, capture=capture)
+    generation = autoregression.start(network, sampler, batch, 1 << 40, device, fast=fast)
     setup = time.perf_counter() - started
     chunks = generation.chunks(1 << 40)
     next(chunks)  # warm-up
@@ -49,12 +50,19 @@ def measure(
         "architecture": config.model.architecture,
         "batch": batch,
         "captured": generation.captured,
+        "compiled": generation.compiled,
         "steps": steps,
         "seconds": elapsed,
         "setup_seconds": setup,
         "samples_per_second": rate,
         "realtime": rate / task.sample_rate if task.sample_rate else None,
     }
+
+
+def _way(result: dict[str, Any]) -> str:
+    if result["captured"]:
+        return "CUDA graphs "
+    return "compiled    " if result["compiled"] else "step by step"
 
 
 def main(
@@ -70,13 +78,13 @@ def main(
     results = []
     for model in load_preset(preset).variants:
         for size in batch or [1]:
-            for capture in (False, True) if target.type == "cuda" else (False,):
-                result = measure(preset, model, size, target, capture, seconds)
+            for fast in (False, True):
+                result = measure(preset, model, size, target, fast, seconds)
                 results.append(result)
                 realtime = result["realtime"]
                 typer.echo(
                     f"{preset} {model:>8} batch {size:>3} "
-                    f"{'CUDA graphs ' if result['captured'] else 'step by step'}: "
+                    f"{_way(result)}: "
                     f"{result['samples_per_second']:>10,.0f} samples/s"
                     + (f" = {realtime:.2f}x real time" if realtime else "")
                     + f" (set-up {result['setup_seconds']:.1f} s)"
