@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -92,6 +92,21 @@ class CompiledKinds:
         tensors: Sequence[Tensor],
         store: Store | None = None,
     ) -> None:
+        try:
+            self._build(body, kinds, compiled, tensors, store)
+        except CompileError:
+            raise
+        except Exception as error:  # tracing and compiling have no error type of their own
+            raise CompileError(_first_line(error)) from error
+
+    def _build(
+        self,
+        body: Body,
+        kinds: Sequence[int],
+        compiled: int,
+        tensors: Sequence[Tensor],
+        store: Store | None,
+    ) -> None:
         touched = _Touched()
         for kind in kinds:
             with _undone(tensors), touched:
@@ -121,18 +136,15 @@ class CompiledKinds:
         self.functions[kind](*self.arenas)
 
 
-class _undone:
+@contextmanager
+def _undone(tensors: Sequence[Tensor]) -> Iterator[None]:
     """Restores `tensors` on exit: what recording or tracing a step changed in them."""
-
-    def __init__(self, tensors: Sequence[Tensor]) -> None:
-        self.tensors = tensors
-
-    def __enter__(self) -> None:
-        self.saved = [tensor.clone() for tensor in self.tensors]
-
-    def __exit__(self, *exc: object) -> None:
+    saved = [tensor.clone() for tensor in tensors]
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for tensor, copy in zip(self.tensors, self.saved, strict=True):
+            for tensor, copy in zip(tensors, saved, strict=True):
                 tensor.copy_(copy)
 
 
@@ -335,11 +347,12 @@ def _compile(graph: fx.GraphModule, arenas: list[Tensor]) -> Compiled:
     """Inductor's function of `graph`, whose inputs are the arenas."""
     import torch._inductor
 
-    try:
-        with _inductor_options():
-            return torch._inductor.standalone_compile(
-                graph, [arena.clone() for arena in arenas], dynamic_shapes="from_example_inputs"
-            )
-    except Exception as error:  # inductor's errors share no base class
-        text = str(error).strip()
-        raise CompileError(text.splitlines()[0] if text else type(error).__name__) from error
+    with _inductor_options():
+        return torch._inductor.standalone_compile(
+            graph, [arena.clone() for arena in arenas], dynamic_shapes="from_example_inputs"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
