@@ -180,11 +180,13 @@ class _Touched(TorchDispatchMode):
     def key(self, kind: int) -> str:
         """What a compiled step of `kind` depends on, hashed: its operations, the arenas'
         layout (all the storages in order, with their sizes, dtypes and whether they are
-        written), this PyTorch, this machine's instruction set and the compiler options."""
+        written), this PyTorch, this machine's instruction set, the CPU threads (a kernel
+        compiled for several splits its loops) and the compiler options."""
         parts = [
             torch.__version__,
             platform.machine(),
             torch.backends.cpu.get_cpu_capability(),
+            str(torch.get_num_threads()),
             repr(sorted(_INDUCTOR_OPTIONS.items())),
             self.layout,
             *self._operations[kind],

@@ -76,7 +76,8 @@ class Autoregression:
             CHUNK, count, *sampler.value_shape, dtype=sampler.value_dtype, device=device
         )
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # the step in the chunk
-        self.program = self._start(primer, capture, compile)
+        with cpu_threads(threads):  # the threads the steps run with, which compiling bakes in
+            self.program = self._start(primer, capture, compile)
 
     @property
     def captured(self) -> bool:
