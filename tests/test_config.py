@@ -101,10 +101,12 @@ def test_audio_presets() -> None:
     assert small.model.architecture == "wavenet"
     assert (small.data.audio_input, small.data.audio_output) == ("one-hot+amplitude", "softmax")
     assert (small.train.batch_size, small.data.excerpt_targets, small.data.sample_rate) == (
-        4,
-        2000,
+        2,
+        8000,
         16000,
     )
+    network = resolve("piano-small", None, []).model.network  # shaped for real-time generation
+    assert (network.channels, network.levels, network.depth, network.kernel_size) == (32, 10, 2, 5)
 
 
 def test_default_model_is_the_preset_model() -> None:
