@@ -35,7 +35,9 @@ class StepProgram:
     every kind without either, execute the same operations eagerly. `state`: tensors that
     `after` reads before it writes them (e.g. a position counter), restored with the stream's
     own after the runs that precede a capture or a compilation, so that these leave no trace.
-    `store`: where compiled steps are kept for later programs (`models.compiled.Store`).
+    `store`: where compiled steps are kept for later programs (`models.compiled.Store`);
+    `stored_only`: compile nothing, run what `store` holds compiled (`compiled.missing` lists
+    the kinds it did not hold, which run eagerly).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class StepProgram:
         compile_kinds: int = 0,
         state: Sequence[Tensor] = (),
         store: Store | None = None,
+        stored_only: bool = False,
     ) -> None:
         if stream.network.training:
             raise StreamError("streams run in eval mode only: call network.eval() first")
@@ -61,7 +64,9 @@ class StepProgram:
         if compile_kinds and not capture:
             tensors = [*stream.state(), *state, x]
             kinds = list(range(stream.step_kinds))
-            self.compiled = CompiledKinds(self._body, kinds, compile_kinds, tensors, store)
+            self.compiled = CompiledKinds(
+                self._body, kinds, compile_kinds, tensors, store, stored_only
+            )
 
     @property
     def captured(self) -> bool:

@@ -81,7 +81,9 @@ class CompiledKinds:
 
     `body(kind)` runs one step of `kind` eagerly; `tensors` are the tensors it reads before
     writing them, restored after each run that recording and tracing make. `store` keeps the
-    compiled steps for later programs. `run(kind)` calls a compiled step.
+    compiled steps for later programs; with `stored_only`, a kind that `store` does not hold is
+    not compiled but left to run eagerly, and listed in `missing`. `run(kind)` calls a compiled
+    step.
     """
 
     def __init__(
@@ -91,9 +93,11 @@ class CompiledKinds:
         compiled: int,
         tensors: Sequence[Tensor],
         store: Store | None = None,
+        stored_only: bool = False,
     ) -> None:
+        self.missing: list[int] = []  # kinds to compile that `store` did not hold
         try:
-            self._build(body, kinds, compiled, tensors, store)
+            self._build(body, kinds, compiled, tensors, store, stored_only)
         except CompileError:
             raise
         except Exception as error:  # tracing and compiling have no error type of their own
@@ -106,6 +110,7 @@ class CompiledKinds:
         compiled: int,
         tensors: Sequence[Tensor],
         store: Store | None,
+        stored_only: bool,
     ) -> None:
         touched = _Touched()
         for kind in kinds:
@@ -122,6 +127,9 @@ class CompiledKinds:
             key = touched.key(kind)
             with _inductor_options():  # loading reads them too (the instruction set)
                 function = store.load(key) if store is not None else None
+            if function is None and stored_only:
+                self.missing.append(kind)
+                continue
             if function is None:
                 function = _compile(_lifted(body, kind, tensors, self.arenas), self.arenas)
                 if store is not None:

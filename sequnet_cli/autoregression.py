@@ -14,8 +14,10 @@ elements chunk by chunk, as they come (for the display, live playback, and the f
 
 from __future__ import annotations
 
+import fcntl
 import gc
-import os
+import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,11 +28,18 @@ import torch
 from torch import Tensor
 
 from models import CausalNetwork, CompileError, StepProgram, Stream
-from models.compiled import Compiled, Store
+from models.compiled import Store
+from sequnet_cli.compiled_steps import (
+    FAILED_FILE,
+    CompiledSteps,
+    Recipe,
+    compile_in_background,
+    compiled_folder,
+    may_compile_in_background,
+)
 from sequnet_cli.console import print_note, waiting
 from sequnet_cli.devices import cpu_threads
 from sequnet_cli.errors import warn
-from sequnet_cli.paths import user_data_dir
 from sequnet_cli.tasks import Progress, Sampler
 
 CHUNK = 1024  # steps per chunk handed to the caller, and per block of random numbers
@@ -65,6 +74,7 @@ class Autoregression:
         fixed_index: bool = False,
         threads: int = 1,
         compile: bool | Store = False,
+        stored_only: bool = False,
     ) -> None:
         self.network, self.sampler, self.count = network, sampler, count
         self.fixed_index, self.threads = fixed_index, threads
@@ -76,6 +86,7 @@ class Autoregression:
             CHUNK, count, *sampler.value_shape, dtype=sampler.value_dtype, device=device
         )
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # the step in the chunk
+        self.stored_only = stored_only
         with cpu_threads(threads):  # the threads the steps run with, which compiling bakes in
             self.program = self._start(primer, capture, compile)
 
@@ -87,7 +98,14 @@ class Autoregression:
     @property
     def compiled(self) -> bool:
         """Whether the frequent steps run compiled."""
-        return self.program.compiled is not None
+        compiled = self.program.compiled
+        return compiled is not None and not compiled.missing
+
+    @property
+    def missing(self) -> list[int]:
+        """Kinds of step to compile that were not compiled yet (`stored_only`)."""
+        compiled = self.program.compiled
+        return compiled.missing if compiled is not None else []
 
     def _start(
         self, primer: np.ndarray | None, capture: bool, compile: bool | Store
@@ -118,6 +136,7 @@ class Autoregression:
             compile_kinds=COMPILED_KINDS if compile else 0,
             state=[self.position],
             store=compile if not isinstance(compile, bool) else None,
+            stored_only=self.stored_only,
         )
 
     def _first_input(self, stream: Stream, primer: np.ndarray | None) -> Tensor:
@@ -175,25 +194,40 @@ def start(
     primer: np.ndarray | None = None,
     fast: bool = True,
     threads: int = 1,
+    recipe: Recipe | None = None,
 ) -> Autoregression:
     """The generation loop for `count` sequences of `steps` elements, as fast as `device` allows
     unless `fast` is off: CUDA graphs on a GPU; on a CPU, compiled steps when there are enough
-    steps to repay loading them (or compiling them, the first time a network of this shape
-    generates on this machine, which can take minutes; inductor keeps them in the user data
-    folder for later runs)."""
+    steps to repay loading them. The first time a network of this shape generates on this
+    machine they must be compiled, which takes a minute or more: given the `recipe` that
+    rebuilds this program, generation starts at once, step by step, and a background process
+    compiles them for the runs that follow (`sequnet_cli.compiled_steps`); without one, they are
+    compiled here, before the first step."""
     capture = fast and device.type == "cuda"
     compile = fast and device.type == "cpu" and steps * count >= COMPILE_MIN_STEPS
     if not compile:
         return Autoregression(network, sampler, count, primer, capture, threads=threads)
-    folder = user_data_dir() / "compiled"
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    folder = compiled_folder()
     started = time.monotonic()
     with waiting("preparing the compiled generation step"):
         generation = Autoregression(
-            network, sampler, count, primer, threads=threads, compile=CompiledSteps(folder)
+            network,
+            sampler,
+            count,
+            primer,
+            threads=threads,
+            compile=CompiledSteps(folder),
+            stored_only=recipe is not None,
         )
     seconds = time.monotonic() - started
-    if generation.compiled and seconds > COMPILE_NOTE_SECONDS:
+    if generation.missing and recipe is not None and may_compile_in_background(folder):
+        compile_in_background(recipe, folder)
+        print_note(
+            "generating step by step: the compiled generation step of this network is being "
+            "made for this CPU in the background (a minute or more, once), for the runs that "
+            "follow"
+        )
+    elif generation.compiled and seconds > COMPILE_NOTE_SECONDS:
         print_note(
             f"compiled the generation step for this CPU in {seconds:.0f} s; later runs of "
             "networks of this shape load it in seconds"
@@ -212,35 +246,6 @@ def _no_garbage_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-class CompiledSteps:
-    """Compiled generation steps kept as files in the user data folder, one per key
-    (`models.compiled.Store`); a file that does not load (another PyTorch wrote it, or it is
-    damaged) is compiled again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def load(self, key: str) -> Compiled | None:
-        from torch._inductor import CompiledArtifact
-
-        path = self.folder / f"{key}.bin"
-        if not path.is_file():
-            return None
-        try:
-            return CompiledArtifact.load(path=str(path), format="binary")
-        except Exception:  # noqa: BLE001  (a stale or damaged file raises anything: compile again)
-            return None
-
-    def save(self, key: str, compiled: Compiled) -> None:
-        save = getattr(compiled, "save", None)
-        if save is None:
-            return
-        try:  # written atomically by PyTorch (a temporary file, then renamed)
-            save(path=str(self.folder / f"{key}.bin"), format="binary")
-        except (OSError, RuntimeError):
-            pass  # not kept: compiled again next time
 
 
 def _first_line(error: BaseException) -> str:
@@ -275,3 +280,38 @@ def collect(generation: Autoregression, steps: int, progress: Progress | None = 
         if progress is not None:
             progress(chunk.shape[1])
     return np.concatenate(chunks, axis=1)
+
+
+def compile_child() -> None:
+    """The background process of `compile_in_background`: a recipe and a folder as JSON on
+    stdin (`compile_recipe`)."""
+    request = json.loads(sys.stdin.read())
+    compile_recipe(Recipe(**request["recipe"]), Path(request["folder"]))
+
+
+def compile_recipe(recipe: Recipe, folder: Path) -> bool:
+    """Compile the steps of the generation `recipe` rebuilds into `folder` (`CompiledSteps`),
+    unless another process holds the folder's lock (it compiles them already): whether this one
+    did. The network is built untrained: its shapes are what is compiled, not its weights."""
+    from sequnet_cli.config import RunConfig
+    from sequnet_cli.tasks import task_for
+
+    with (folder / "compiling.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        task = task_for(RunConfig.from_dict(recipe.config), recipe.profile)
+        network = task.build_network().eval()
+        sampler = task.sampler(
+            network, recipe.count, recipe.temperature, recipe.seed, recipe.voices
+        )
+        generation = Autoregression(
+            network, sampler, recipe.count, threads=recipe.threads, compile=CompiledSteps(folder)
+        )
+        failed = folder / FAILED_FILE
+        if generation.compiled:
+            failed.unlink(missing_ok=True)
+        else:  # the reason is in the log, where the warning went
+            failed.touch()
+        return generation.compiled

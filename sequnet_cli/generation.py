@@ -127,6 +127,9 @@ def generate(
             primer=plan.primer,
             fast=request.capture,
             threads=request.threads,
+            recipe=trained.recipe(
+                request.count, temperature, request.seed, request.voices, request.threads
+            ),
         )
         player = _live_player(task, request, plan.steps, plan.kept, plan.paths[0])
     except KeyboardInterrupt:

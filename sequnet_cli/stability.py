@@ -142,7 +142,10 @@ def stability_report(
             f"(a {measure.window_name}); ask for more"
         )
     reference = _spread(measure.reference(), measure.names)
-    generation = start(trained.network, sampler, request.count, steps, device, fast=request.capture)
+    recipe = trained.recipe(request.count, temperature, request.seed, request.voices, 1)
+    generation = start(
+        trained.network, sampler, request.count, steps, device, fast=request.capture, recipe=recipe
+    )
     with GenerationDisplay(steps * request.count, task.unit, task.sample_rate) as display:
         clips = collect(generation, steps, lambda count: display.advance(count * request.count))
     windows = [

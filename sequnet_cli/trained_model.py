@@ -10,7 +10,7 @@ demo plays instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 
 from models import CausalNetwork
 from sequnet_cli.checkpoints import NoRunError, Run, Which, find_run, load_checkpoint_file
+from sequnet_cli.compiled_steps import Recipe
 from sequnet_cli.config import RunConfig, list_presets, resolve
 from sequnet_cli.demos import Demo, find_demo, list_demos
 from sequnet_cli.devices import build_within_memory
@@ -37,6 +38,13 @@ class TrainedModel:
     demo: Demo | None = None  # the shipped demo this model is, if it is one
     run: Run | None = None  # the run it comes from, if it does
     which: Which = "best"  # which of the run's checkpoints
+    profile: dict[str, Any] = field(default_factory=dict)  # the checkpoint's data profile
+
+    def recipe(
+        self, count: int, temperature: float, seed: int, voices: str | None, threads: int
+    ) -> Recipe:
+        """What rebuilds this model's generation program elsewhere (to compile its steps)."""
+        return Recipe.of(self.config, self.profile, count, temperature, seed, voices, threads)
 
     def header(self) -> dict[str, str]:
         """What a report says about the model: preset, model, architecture, checkpoint."""
@@ -108,8 +116,8 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
             f"{source} does not hold weights for {config.model.architecture}: {error}"
         ) from error
     network = network.to(device).eval()
-    training = dict(state.get("training", {}))
-    return TrainedModel(config, task, network, training, source, demo, run, which)
+    training, profile = dict(state.get("training", {})), dict(state.get("data_profile", {}))
+    return TrainedModel(config, task, network, training, source, demo, run, which, profile)
 
 
 def missing_model(ref: str, model: str | None, reason: str) -> str:

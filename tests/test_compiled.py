@@ -75,6 +75,41 @@ def test_compiled_generation_draws_what_eager_generation_draws(
     assert np.array_equal(np.concatenate(list(compiled.chunks(steps)), axis=1), expected)
 
 
+def test_steps_not_compiled_yet_are_compiled_in_the_background_for_the_next_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first run of a network on this machine generates at once, step by step, and hands
+    # a recipe to a background process; the program that recipe rebuilds (an untrained network
+    # of the same shapes, the same sampler) compiles the steps the next run loads.
+    from sequnet_cli.compiled_steps import Recipe, compiled_folder
+
+    monkeypatch.setattr(autoregression, "COMPILE_MIN_STEPS", 100)
+    monkeypatch.setattr(autoregression, "COMPILED_KINDS", 2)
+    started: list[Recipe] = []
+    monkeypatch.setattr(
+        autoregression, "compile_in_background", lambda recipe, folder: started.append(recipe)
+    )
+    shape = ["model.channels=4", "model.levels=3", "model.depth=1", "model.kernel_size=3"]
+    config = resolve("piano-small", None, shape)
+    task = AudioTask(config)
+    torch.manual_seed(0)
+    network = task.build_network().eval()
+    recipe = Recipe.of(config, {}, 1, 0.9, 4, None, 1)
+    cpu, steps = torch.device("cpu"), 300
+
+    def run() -> tuple[Autoregression, np.ndarray]:
+        sampler = task.sampler(network, 1, 0.9, 4)
+        generation = start(network, sampler, 1, steps, cpu, recipe=recipe)
+        return generation, np.concatenate(list(generation.chunks(steps)), axis=1)
+
+    first, eager = run()
+    assert not first.compiled and first.missing == [0, 1] and started == [recipe]
+    assert autoregression.compile_recipe(recipe, compiled_folder())
+    second, compiled = run()
+    assert second.compiled and started == [recipe]  # loaded, nothing left to compile
+    assert np.array_equal(compiled, eager)
+
+
 def test_short_or_slow_requests_generate_step_by_step() -> None:
     task, network = audio_network()
     cpu = torch.device("cpu")
@@ -100,6 +135,25 @@ def test_without_a_compiler_one_warning_then_eager_steps(
         generation = Autoregression(network, task.sampler(network, 1, 1.0, 2), 1, compile=True)
     assert len(seen) == 1 and not generation.compiled
     assert np.array_equal(np.concatenate(list(generation.chunks(300)), axis=1), expected)
+
+
+def test_a_failed_background_compilation_is_not_tried_again_at_every_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch._inductor.config as inductor
+
+    from sequnet_cli.compiled_steps import Recipe, compiled_folder, may_compile_in_background
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    monkeypatch.setattr(autoregression, "COMPILED_KINDS", 1)
+    shape = ["model.channels=4", "model.levels=2", "model.depth=1", "model.kernel_size=3"]
+    recipe = Recipe.of(resolve("piano-small", None, shape), {}, 1, 0.9, 4, None, 1)
+    folder = compiled_folder()
+    assert may_compile_in_background(folder)
+    with pytest.warns(UserWarning, match="could not compile"):
+        assert not autoregression.compile_recipe(recipe, folder)
+    assert not may_compile_in_background(folder)
 
 
 def test_compiling_needs_a_fixed_index_stream() -> None:
