@@ -232,7 +232,9 @@ def sound_of(played: np.ndarray) -> np.ndarray:
 def test_play_delivers_exactly_what_it_writes(model: Path, tmp_path: Path) -> None:
     home, target = tmp_path / "home", tmp_path / "live.wav"
     home.mkdir()
+    # Step by step (--no-capture): what is tested is playback, not compiled steps.
     arguments = ["sample", str(model), "--seconds", "1", "--out", str(target), "--play"]
+    arguments.append("--no-capture")
     with PacedSink(home, RATE) as sink, Command(home, *arguments) as command:
         result = command.wait()
     assert result.code == 0, result.err
@@ -254,6 +256,7 @@ def test_playback_starts_within_a_second_and_ctrl_c_stops_it_and_generation(
     home.mkdir()
     seconds = 300  # far more than is generated before Ctrl-C, however fast generation is
     arguments = ["sample", str(model), "--seconds", str(seconds), "--out", str(target)]
+    arguments.append("--no-capture")  # step by step: playback is tested, not compiled steps
     with PacedSink(home, RATE) as sink, Command(home, *arguments, "--play") as command:
         _wait_for(lambda: any(line.startswith("model ") for _, line in command.lines), command)
         began, _ = command.line("model ")
