@@ -72,13 +72,17 @@ def main(
     seconds: Annotated[float, typer.Option(help="Timed seconds per measurement.")] = 3.0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     json_output: Annotated[str | None, typer.Option("--json", help="Write JSON here.")] = None,
+    compile: Annotated[
+        bool, typer.Option(help="On a CPU, also measure compiled steps (compiling takes minutes).")
+    ] = True,
 ) -> None:
     target = resolve_device(device)
     torch.set_num_threads(threads)
     results = []
+    ways = (False, True) if target.type == "cuda" or compile else (False,)
     for model in load_preset(preset).variants:
         for size in batch or [1]:
-            for fast in (False, True):
+            for fast in ways:
                 result = measure(preset, model, size, target, fast, seconds)
                 results.append(result)
                 realtime = result["realtime"]

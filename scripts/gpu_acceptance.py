@@ -254,7 +254,7 @@ def run_generation_speed(acceptance: Acceptance, preset: str, out: Path) -> None
     command = [
         sys.executable, str(ROOT / "scripts" / "generation_speed.py"), "--preset", preset,
         "--device", acceptance.device, "--batch", "1", "--batch", "16", "--seconds", seconds,
-        "--json", str(result),
+        "--json", str(result), *(["--no-compile"] if acceptance.tiny else []),
     ]  # fmt: skip
     step = acceptance.run("generation speed", command, 150)
     if not result.is_file():
