@@ -111,6 +111,16 @@ def find_demo(preset: str, folder: Path | None = None) -> Demo | None:
     return None
 
 
+def demo_in_file(path: Path) -> Demo | None:
+    """The demo stored in `path` if it is a demo's file (a user may name a demo's `.pt`
+    directly), else None."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001  (not a demo's file: the checkpoint reader says what it is)
+        return None
+    return _open(path) if isinstance(state, dict) and state.get("format") == FORMAT else None
+
+
 def list_demos(folder: Path | None = None) -> list[Demo]:
     """Every shipped demo, by preset name."""
     folder = folder or DEMO_FOLDER

@@ -20,7 +20,7 @@ from models import CausalNetwork
 from sequnet_cli.checkpoints import NoRunError, Run, Which, find_run, load_checkpoint_file
 from sequnet_cli.compiled_steps import Recipe
 from sequnet_cli.config import RunConfig, list_presets, resolve
-from sequnet_cli.demos import Demo, find_demo, list_demos
+from sequnet_cli.demos import Demo, demo_in_file, find_demo, list_demos
 from sequnet_cli.devices import build_within_memory
 from sequnet_cli.errors import CheckpointError
 from sequnet_cli.tasks import Task, task_for
@@ -74,33 +74,7 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
     shipped demo of a preset the user has no run of. The checkpoint is read onto the CPU and
     only the weights that are sampled go to `device` (not the optimizer's state, nor the
     other of the trained and averaged weights)."""
-    path = Path(ref).expanduser()
-    demo: Demo | None = None
-    run: Run | None = None
-    if path.suffix == ".pt":
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint file {path} does not exist")
-        config, state = load_checkpoint_file(path)
-        source = path
-    else:
-        try:
-            run = find_run(ref, model, which)
-        except NoRunError as error:
-            demo = find_demo(ref)
-            if demo is None or model not in (None, demo.config.model.name):
-                raise NoRunError(missing_model(ref, model, str(error))) from None
-            run = None
-        if run is not None:
-            config, state = run.config, run.load_state(which)
-            source = run.checkpoint_path(which)
-        else:
-            assert demo is not None
-            config, source = demo.config, demo.path
-            state = {
-                "weights": demo.weights(),
-                "training": demo.training,
-                "data_profile": demo.profile,
-            }
+    config, state, source, demo, run = _checkpoint(ref, model, which)
     task = task_for(config, state.get("data_profile", {}))  # older checkpoints have none
     network = build_within_memory(
         task.build_network,
@@ -118,6 +92,36 @@ def load_model(ref: str, model: str | None, which: Which, device: torch.device) 
     network = network.to(device).eval()
     training, profile = dict(state.get("training", {})), dict(state.get("data_profile", {}))
     return TrainedModel(config, task, network, training, source, demo, run, which, profile)
+
+
+Found = tuple[RunConfig, dict[str, Any], Path, Demo | None, Run | None]
+
+
+def _checkpoint(ref: str, model: str | None, which: Which) -> Found:
+    """What `ref` names: its config, its checkpoint (read onto the CPU), the file, and the
+    shipped demo or the run it is, if it is one of those."""
+    path = Path(ref).expanduser()
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} does not exist")
+        named = demo_in_file(path)  # a shipped demo's file, named by its path
+        if named is not None:
+            return named.config, _demo_state(named), path, None, None
+        config, state = load_checkpoint_file(path)
+        return config, state, path, None, None
+    try:
+        run = find_run(ref, model, which)
+        return run.config, run.load_state(which), run.checkpoint_path(which), None, run
+    except NoRunError as error:
+        demo = find_demo(ref)  # standing in for a preset the user has no run of
+        if demo is None or model not in (None, demo.config.model.name):
+            raise NoRunError(missing_model(ref, model, str(error))) from None
+        return demo.config, _demo_state(demo), demo.path, demo, None
+
+
+def _demo_state(demo: Demo) -> dict[str, Any]:
+    """A demo's weights (float32), training summary and data profile, as a checkpoint holds."""
+    return {"weights": demo.weights(), "training": demo.training, "data_profile": demo.profile}
 
 
 def missing_model(ref: str, model: str | None, reason: str) -> str:

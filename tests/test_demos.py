@@ -74,6 +74,16 @@ def test_sample_without_a_run_uses_the_demo_and_says_so(
     assert "shipped demo" in scores["checkpoint"]
 
 
+def test_a_demo_named_by_its_file_samples_as_the_demo(
+    capsys: pytest.CaptureFixture[str], shipped: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "named.wav"
+    demo = str(shipped / "piano-small.pt")
+    result = succeed(capsys, "sample", demo, "--steps", "50", "--out", str(target))
+    assert f"model {demo}" in result.out and "shipped demo" not in result.out  # asked for
+    assert sf.read(target)[0].shape == (50,)
+
+
 def test_a_demo_stands_in_for_the_presets_it_is_made_for(
     capsys: pytest.CaptureFixture[str],
     shipped: Path,
