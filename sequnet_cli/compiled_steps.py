@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.compiled import Compiled
-from sequnet_cli.paths import user_data_dir
+from sequnet_cli.paths import compiled_dir
 
 if TYPE_CHECKING:
     from sequnet_cli.config import RunConfig
@@ -36,9 +36,9 @@ _CHILD = "from sequnet_cli.autoregression import compile_child; compile_child()"
 
 def compiled_folder() -> Path:
     """Where compiled steps are kept: the user data folder's `compiled/` (inductor's own cache
-    inside it, for this process and the processes it starts)."""
-    folder = user_data_dir() / "compiled"
-    folder.mkdir(exist_ok=True)
+    inside it, for this process and the processes it starts); a `WriteError` where it cannot
+    be made or written."""
+    folder = compiled_dir()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
     return folder
 
