@@ -466,6 +466,12 @@ def print_scores(
     for score in scores:
         table.add_row(score.split, f"{score.value:.4f}", score.amount)
     console.print(table)
+    _print_checkpoint(header)
+
+
+def _print_checkpoint(header: Mapping[str, str]) -> None:
+    """The line under a report that says which checkpoint it is of: a path, printed as it is
+    (brackets in it are not markup)."""
     console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True, markup=False)
 
 
@@ -654,7 +660,7 @@ def print_stability(report: StabilityRows, as_json: bool) -> None:
     )
     if report.distribution is not None:
         _print_distribution(report.distribution, report.unit)
-    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+    _print_checkpoint(header)
 
 
 def _print_distribution(distribution: DistributionRows, unit: str) -> None:
