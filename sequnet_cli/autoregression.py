@@ -61,8 +61,10 @@ class Autoregression:
     (in the task's storage form; the primer itself is not returned). `capture`: replay the
     steps as CUDA graphs; `fixed_index`: run what would be captured without capturing it (the
     same elements, as tests check on a CPU). `compile`: compile the steps for the CPU, equal to
-    eager ones to float rounding. `threads`: CPU threads for the steps (one is the fastest for
-    the small operations of a step; 0 leaves PyTorch's setting)."""
+    eager ones to float rounding (a `Store`: also keep them there, or load them from it);
+    `stored_only`: compile nothing, run what the store holds compiled and the other kinds
+    eagerly (`missing` lists them). `threads`: CPU threads for the steps (one is the fastest
+    for the small operations of a step; 0 leaves PyTorch's setting)."""
 
     def __init__(
         self,
