@@ -312,7 +312,7 @@ def find_run(ref: str, model: str | None = None, which: Which | None = None) -> 
         return Run.open(path)
     if (runs_dir(create=False) / ref / CONFIG_FILE).is_file():
         return Run.open(runs_dir(create=False) / ref)
-    preset = path.stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     runs = [
         run
         for run in _all_runs()
@@ -364,14 +364,14 @@ def matching_runs(
     named = [s for s in chosen if s.name == ref or s.path.resolve() == folder]
     if named:
         return named
-    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     return [s for s in chosen if s.preset == preset]
 
 
 def check_preset_or_run(ref: str) -> None:
     """Refuse (`NoRunError`) a name that is neither a run nor a preset, nor the preset of
     some run (a search study labels its trials' runs with its name)."""
-    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     if (
         preset in list_presets()
         or ref.endswith(".toml")
@@ -379,6 +379,11 @@ def check_preset_or_run(ref: str) -> None:
     ):
         return
     raise NoRunError(_unknown(ref, preset))
+
+
+def _preset_named(ref: str) -> str:
+    """The preset a reference names when it names no run: a preset file's stem, else itself."""
+    return Path(ref).stem if ref.endswith(".toml") else ref
 
 
 def _unknown(ref: str, preset: str) -> str:
