@@ -202,13 +202,15 @@ class Run:
             raise WriteError(f"{error}; {kept}") from error
 
     def load_state(
-        self, which: Which = "best", map_location: str | torch.device = "cpu"
+        self, which: Which = "best", map_location: str | torch.device = "cpu", mmap: bool = False
     ) -> dict[str, Any]:
-        """The checkpoint dict of `best.pt` or `last.pt`; problems raise `CheckpointError`."""
+        """The checkpoint dict of `best.pt` or `last.pt`; problems raise `CheckpointError`.
+        `mmap`: map the file rather than read it, for a look at its plain values (its tensors
+        are read only where they are used)."""
         path = self.checkpoint_path(which)
         if not path.is_file():
             raise CheckpointError(self._missing(which))
-        return _read_checkpoint(path, map_location)
+        return _read_checkpoint(path, map_location, mmap=mmap)
 
     def _missing(self, which: Which) -> str:
         """Why the run has no `which` checkpoint, and what to do instead."""
