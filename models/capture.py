@@ -57,7 +57,9 @@ class StepProgram:
         if x.shape != (stream.batch_size, stream.network.in_channels):
             raise StreamError(f"the input must be (batch, in_channels), got {tuple(x.shape)}")
         if (capture or compile_kinds) and not stream.fixed_index:
-            raise StreamError("only a fixed-index stream can be captured (fixed_index=True)")
+            raise StreamError(
+                "only a fixed-index stream can be captured or compiled (fixed_index=True)"
+            )
         self.stream, self.x, self.after = stream, x, after
         self.graphs = self._capture(list(state)) if capture else None
         self.compiled = None

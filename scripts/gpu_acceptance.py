@@ -34,12 +34,12 @@ import typer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Toy networks for --tiny: the same presets, a few channels and levels, short excerpts.
-TINY_SETTINGS = {
-    "piano": ["model.levels=3", "model.channels=4", "data.excerpt_targets=64"],
-    "piano-small": ["model.levels=3", "model.channels=4", "data.excerpt_targets=64"],
-    "common": ["train.batch_size=2", "train.eval_every=2", "train.eval_batches=1"],
-}
+# Toy networks for --tiny, the same for piano and piano-small: a few channels and levels,
+# short excerpts, small batches and validations.
+TINY_SETTINGS = [
+    "model.levels=3", "model.channels=4", "data.excerpt_targets=64",
+    "train.batch_size=2", "train.eval_every=2", "train.eval_batches=1",
+]  # fmt: skip
 TINY_PRESET = """\
 description = "piano at toy sizes, for the acceptance script's CPU run"
 task = "audio"
@@ -136,8 +136,9 @@ class Acceptance:
         print(f"{name}: {'ok' if step.passed else 'FAILED'} in {step.seconds:.0f} s", flush=True)
         return step
 
-    def train_settings(self, preset: str) -> list[str]:
-        settings = [*TINY_SETTINGS[preset], *TINY_SETTINGS["common"]] if self.tiny else []
+    def train_settings(self) -> list[str]:
+        """`--set` options of a training command: the toy sizes with --tiny, else none."""
+        settings = TINY_SETTINGS if self.tiny else []
         return [part for setting in settings for part in ("--set", setting)]
 
 
@@ -186,7 +187,7 @@ def run_training(acceptance: Acceptance, preset: str, minutes: float) -> None:
     limit = ["--steps", "3"] if acceptance.tiny else ["--minutes", str(minutes)]
     command = acceptance.sequnet(
         "train", preset, "--data", str(acceptance.data), "--device", acceptance.device, *limit,
-        *acceptance.train_settings(preset),
+        *acceptance.train_settings(),
     )  # fmt: skip
     step = acceptance.run(f"train {preset}", command, 60 * minutes + 90)
     step.figures = _training_figures(acceptance.home, preset)
@@ -275,13 +276,13 @@ def run_torchrun(acceptance: Acceptance) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
         "-m", "sequnet_cli", "train", "piano-small", "--data", str(acceptance.data),
-        "--device", acceptance.device, *limit, *acceptance.train_settings("piano-small"),
+        "--device", acceptance.device, *limit, *acceptance.train_settings(),
     ]  # fmt: skip
     acceptance.run("torchrun, one process", command, 120)
 
 
 def table(acceptance: Acceptance) -> list[tuple[str, str, str]]:
-    """(measure, figure, target) rows of the figures the issue of GPU acceptance names."""
+    """(measure, figure, target) rows: the figures the GPU path is accepted on."""
     by_name = {step.name: step for step in acceptance.steps}
 
     def figure(step: str, key: str, form: str = "{:,.0f}") -> str:

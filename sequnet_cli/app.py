@@ -163,7 +163,7 @@ def train(
     if run is not None:
         if not distributed.launched():  # under torchrun, rank 0 takes the lock for all ranks
             run.lock.check_free()
-        limits.check_left(run.name, run.load_state("last")["training"])
+        limits.check_left(run.name, run.load_state("last", mmap=True)["training"])
     if nproc is not None and nproc > 1:
         found = str(run.path) if run is not None else None  # the ranks resume this very run
         arguments = launcher.rank_arguments(

@@ -39,7 +39,7 @@ from sequnet_cli.compiled_steps import (
 )
 from sequnet_cli.console import print_note, waiting
 from sequnet_cli.devices import cpu_threads
-from sequnet_cli.errors import warn
+from sequnet_cli.errors import WriteError, warn
 from sequnet_cli.tasks import Progress, Sampler
 
 CHUNK = 1024  # steps per chunk handed to the caller, and per block of random numbers
@@ -61,8 +61,10 @@ class Autoregression:
     (in the task's storage form; the primer itself is not returned). `capture`: replay the
     steps as CUDA graphs; `fixed_index`: run what would be captured without capturing it (the
     same elements, as tests check on a CPU). `compile`: compile the steps for the CPU, equal to
-    eager ones to float rounding. `threads`: CPU threads for the steps (one is the fastest for
-    the small operations of a step; 0 leaves PyTorch's setting)."""
+    eager ones to float rounding (a `Store`: also keep them there, or load them from it);
+    `stored_only`: compile nothing, run what the store holds compiled and the other kinds
+    eagerly (`missing` lists them). `threads`: CPU threads for the steps (one is the fastest
+    for the small operations of a step; 0 leaves PyTorch's setting)."""
 
     def __init__(
         self,
@@ -202,12 +204,13 @@ def start(
     machine they must be compiled, which takes a minute or more: given the `recipe` that
     rebuilds this program, generation starts at once, step by step, and a background process
     compiles them for the runs that follow (`sequnet_cli.compiled_steps`); without one, they are
-    compiled here, before the first step."""
+    compiled here, before the first step. Where compiled steps cannot be kept (an unwritable
+    user data folder), it generates step by step."""
     capture = fast and device.type == "cuda"
     compile = fast and device.type == "cpu" and steps * count >= COMPILE_MIN_STEPS
-    if not compile:
+    folder = _compiled_folder() if compile else None
+    if folder is None:
         return Autoregression(network, sampler, count, primer, capture, threads=threads)
-    folder = compiled_folder()
     started = time.monotonic()
     with waiting("preparing the compiled generation step"):
         generation = Autoregression(
@@ -233,6 +236,16 @@ def start(
             "networks of this shape load it in seconds"
         )
     return generation
+
+
+def _compiled_folder() -> Path | None:
+    """Where compiled steps are kept; None, with one warning, where the user data folder cannot
+    be written (a shipped demo still plays there, step by step)."""
+    try:
+        return compiled_folder()
+    except WriteError as error:
+        warn(f"compiled generation steps cannot be kept ({error}); generating step by step")
+        return None
 
 
 @contextmanager

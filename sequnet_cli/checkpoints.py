@@ -202,13 +202,15 @@ class Run:
             raise WriteError(f"{error}; {kept}") from error
 
     def load_state(
-        self, which: Which = "best", map_location: str | torch.device = "cpu"
+        self, which: Which = "best", map_location: str | torch.device = "cpu", mmap: bool = False
     ) -> dict[str, Any]:
-        """The checkpoint dict of `best.pt` or `last.pt`; problems raise `CheckpointError`."""
+        """The checkpoint dict of `best.pt` or `last.pt`; problems raise `CheckpointError`.
+        `mmap`: map the file rather than read it, for a look at its plain values (its tensors
+        are read only where they are used)."""
         path = self.checkpoint_path(which)
         if not path.is_file():
             raise CheckpointError(self._missing(which))
-        return _read_checkpoint(path, map_location)
+        return _read_checkpoint(path, map_location, mmap=mmap)
 
     def _missing(self, which: Which) -> str:
         """Why the run has no `which` checkpoint, and what to do instead."""
@@ -312,7 +314,7 @@ def find_run(ref: str, model: str | None = None, which: Which | None = None) -> 
         return Run.open(path)
     if (runs_dir(create=False) / ref / CONFIG_FILE).is_file():
         return Run.open(runs_dir(create=False) / ref)
-    preset = path.stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     runs = [
         run
         for run in _all_runs()
@@ -364,14 +366,14 @@ def matching_runs(
     named = [s for s in chosen if s.name == ref or s.path.resolve() == folder]
     if named:
         return named
-    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     return [s for s in chosen if s.preset == preset]
 
 
 def check_preset_or_run(ref: str) -> None:
     """Refuse (`NoRunError`) a name that is neither a run nor a preset, nor the preset of
     some run (a search study labels its trials' runs with its name)."""
-    preset = Path(ref).stem if ref.endswith(".toml") else ref
+    preset = _preset_named(ref)
     if (
         preset in list_presets()
         or ref.endswith(".toml")
@@ -379,6 +381,11 @@ def check_preset_or_run(ref: str) -> None:
     ):
         return
     raise NoRunError(_unknown(ref, preset))
+
+
+def _preset_named(ref: str) -> str:
+    """The preset a reference names when it names no run: a preset file's stem, else itself."""
+    return Path(ref).stem if ref.endswith(".toml") else ref
 
 
 def _unknown(ref: str, preset: str) -> str:

@@ -20,12 +20,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from models.compiled import Compiled
-from sequnet_cli.paths import user_data_dir
+from sequnet_cli.paths import compiled_dir
+
+if TYPE_CHECKING:
+    from sequnet_cli.config import RunConfig
 
 LOG_FILE = "background.log"  # what the last background compilation said, in the folder
 FAILED_FILE = "failed"  # a background compilation failed (no compiler, ...): see LOG_FILE
@@ -35,9 +36,9 @@ _CHILD = "from sequnet_cli.autoregression import compile_child; compile_child()"
 
 def compiled_folder() -> Path:
     """Where compiled steps are kept: the user data folder's `compiled/` (inductor's own cache
-    inside it, for this process and the processes it starts)."""
-    folder = user_data_dir() / "compiled"
-    folder.mkdir(exist_ok=True)
+    inside it, for this process and the processes it starts); a `WriteError` where it cannot
+    be made or written."""
+    folder = compiled_dir()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
     return folder
 
@@ -86,7 +87,7 @@ class Recipe:
     @classmethod
     def of(
         cls,
-        config: Any,
+        config: RunConfig,
         profile: Mapping[str, Any] | None,
         count: int,
         temperature: float,
@@ -124,8 +125,6 @@ def compile_in_background(recipe: Recipe, folder: Path) -> None:
 
 def _plain(value: Any) -> Any:
     """A profile value as JSON holds it (tensors and arrays as lists)."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
     if hasattr(value, "tolist"):
         return value.tolist()
     return value

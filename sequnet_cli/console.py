@@ -25,6 +25,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -48,21 +49,20 @@ def print_warning(message: str) -> None:
     error_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
 
 
-def _progress() -> Progress:
-    """A transient progress bar with a free-text statistics column; drawn only on a terminal
+def _transient(*columns: str | ProgressColumn) -> Progress:
+    """A progress display of `columns` that disappears once done; drawn only on a terminal
     (elsewhere it would leave a blank line in the output, which may be a JSON document)."""
-    columns = [
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+def _progress() -> Progress:
+    """A transient progress bar with a free-text statistics column."""
+    return _transient(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-    ]
-    return Progress(
-        *columns,
         TextColumn("{task.fields[stats]}"),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
     )
 
 
@@ -247,8 +247,7 @@ def file_progress(description: str) -> Iterator[FileProgressCallback]:
         TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"),
     ]
-    drawn = console.is_terminal  # elsewhere a bar would leave a blank line in the output
-    with Progress(*columns, console=console, transient=True, disable=not drawn) as progress:
+    with _transient(*columns) as progress:
         task_id = progress.add_task(description, total=None, count="", stats="")
 
         def update(
@@ -279,8 +278,7 @@ def count_progress(description: str, unit: str) -> Iterator[Callable[[int], None
         TimeElapsedColumn(),
         TextColumn("{task.fields[stats]}"),
     ]
-    drawn = console.is_terminal  # elsewhere it would leave a blank line in the output
-    with Progress(*columns, console=console, transient=True, disable=not drawn) as progress:
+    with _transient(*columns) as progress:
         task_id = progress.add_task(description, total=None, stats="")
         started = time.monotonic()
 
@@ -468,6 +466,12 @@ def print_scores(
     for score in scores:
         table.add_row(score.split, f"{score.value:.4f}", score.amount)
     console.print(table)
+    _print_checkpoint(header)
+
+
+def _print_checkpoint(header: Mapping[str, str]) -> None:
+    """The line under a report that says which checkpoint it is of: a path, printed as it is
+    (brackets in it are not markup)."""
     console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True, markup=False)
 
 
@@ -656,7 +660,7 @@ def print_stability(report: StabilityRows, as_json: bool) -> None:
     )
     if report.distribution is not None:
         _print_distribution(report.distribution, report.unit)
-    console.print(f"checkpoint: {header['checkpoint']}", soft_wrap=True)
+    _print_checkpoint(header)
 
 
 def _print_distribution(distribution: DistributionRows, unit: str) -> None:

@@ -68,14 +68,17 @@ def _losses(
     device: torch.device,
     progress: Callable[[int], None] | None = None,
 ) -> list[tuple[float, int]]:
+    """Each batch's summed NLL (nats) and predicted elements, in eval mode without gradients;
+    `progress` is told each batch's predicted elements."""
     network.eval()
     losses = []
     with torch.no_grad():
         for batch in batches:
             batch = batch.to(device)
-            losses.append((task.loss_sum(network, batch).item(), batch.count))
+            count = batch.count  # a sum of the mask, read back from the device: once
+            losses.append((task.loss_sum(network, batch).item(), count))
             if progress is not None:
-                progress(batch.count)
+                progress(count)
     return losses
 
 

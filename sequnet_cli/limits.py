@@ -100,9 +100,9 @@ class Limits:
 
     def check_left(self, run_name: str, training: Mapping[str, Any]) -> None:
         """Refuse to resume a run whose checkpoint's `training` state has reached its epochs or
-        steps already."""
+        steps already (`--minutes` counts this command's training, none yet)."""
         state = Trained.of(training)
-        reached = self.reached(state)
+        reached = self.reached(state, seconds_before=state.seconds)
         if reached is None:
             return
         option = "--epochs" if state.epoch >= self.epochs else "--steps"

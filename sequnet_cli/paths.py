@@ -33,6 +33,11 @@ def cache_dir() -> Path:
     return _folder(user_data_dir() / "cache")
 
 
+def compiled_dir() -> Path:
+    """Generation steps compiled for this CPU (`sequnet_cli.compiled_steps`)."""
+    return _folder(user_data_dir() / "compiled")
+
+
 def studies_dir() -> Path:
     """Hyper-parameter searches: their SQLite database and the best preset of each study."""
     return _folder(user_data_dir() / "studies")

@@ -42,10 +42,6 @@ class RunLock:
         self.path = folder / LOCK_FILE
         self._file: IO[str] | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._file is not None
-
     def acquire(self) -> None:
         """Hold the run, or raise `RunInUseError` naming the process that holds it."""
         if self._file is not None:

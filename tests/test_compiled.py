@@ -119,6 +119,21 @@ def test_short_or_slow_requests_generate_step_by_step() -> None:
     assert not start(network, task.sampler(network, 1, 1.0, 0), 1, 10**6, cpu, fast=False).compiled
 
 
+def test_an_unwritable_user_folder_generates_step_by_step(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Compiled steps are kept in the user data folder; where it cannot be made, a shipped demo
+    # still plays: generation says so once and runs step by step.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SEQUNET_HOME", str(blocker / "home"))  # can never be made
+    monkeypatch.setattr(autoregression, "COMPILE_MIN_STEPS", 100)
+    task, network = audio_network()
+    with pytest.warns(UserWarning, match="generating step by step") as seen:
+        generation = start(network, task.sampler(network, 1, 1.0, 0), 1, 300, torch.device("cpu"))
+    assert len(seen) == 1 and not generation.compiled and not generation.missing
+
+
 def test_without_a_compiler_one_warning_then_eager_steps(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -151,6 +151,22 @@ def test_the_trial_table_holds_no_markup_however_it_is_printed() -> None:
         assert "running" in text and "[enforce fail at alloc_cpu.cpp:127]" in text
 
 
+def test_a_report_names_its_checkpoint_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    # A path with brackets in it is no markup: printed whole, never refused by Rich.
+    from sequnet_cli.console import print_stability
+    from sequnet_cli.stability import StabilityReport
+
+    path = "/runs/[take 2]/[/old]/best.pt"
+    header = {"preset": "jsb", "model": "sequnet", "architecture": "sequnet", "checkpoint": path}
+    windows = [{"notes/frame": 1.0, "distance": 0.5}]
+    report = StabilityReport(
+        header, "8 frames", ("notes/frame",), {"notes/frame": (1.0, 0.5)}, windows, 1, 8,
+        "frames", 1.0,
+    )  # fmt: skip
+    print_stability(report, as_json=False)
+    assert f"checkpoint: {path}" in capsys.readouterr().out
+
+
 def test_evaluate_json_is_nothing_but_the_document(
     capsys: pytest.CaptureFixture[str], trained: Path
 ) -> None:

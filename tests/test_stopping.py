@@ -162,6 +162,10 @@ def test_minutes_are_the_commands_and_a_resume_without_them_trains_on(
     assert stored["minutes"] == 0 and stored["epochs"] == 2
     succeed(capsys, "train", "--resume", "jsb")  # on to the run's 2 epochs
     assert last_step(the_run()) == 4
+    # A run that has trained longer than a resume's --minutes in all still resumes: the
+    # minutes are this command's, which has trained nothing yet.
+    succeed(capsys, "train", "--resume", "jsb", "--epochs", "3", "--minutes", "1e-9")
+    assert last_step(the_run()) == 5
 
 
 def test_the_help_says_what_each_limit_counts(

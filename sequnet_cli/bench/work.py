@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from models import CausalNetwork
 from sequnet_cli.config import RunConfig
-from sequnet_cli.tasks import task_for
+from sequnet_cli.tasks import Batch, Task, task_for
 
 _ATEN = torch.ops.aten
 # Matrix products, by overload packet (so `mm.out` and `addmm_` count too): the positions of
@@ -105,11 +106,7 @@ def _convolution(x: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, trans
 def count_work(config: RunConfig, batch_size: int, targets: int) -> Work:
     """The work of one forward pass and loss of `config`'s network on a random batch of
     `batch_size` examples with `targets` predicted elements (counted on the meta device)."""
-    task = task_for(config)
-    with torch.device("meta"):
-        network = task.build_network()
-        generator = torch.Generator().manual_seed(0)
-        batch = task.random_batch(batch_size, targets, network.receptive_field, generator)
+    task, network, batch = _on_meta(config, batch_size, targets)
     counter = WorkCounter()
     with counter, torch.no_grad():
         task.loss_sum(network, batch)
@@ -120,14 +117,21 @@ def count_work(config: RunConfig, batch_size: int, targets: int) -> Work:
 def count_training_work(config: RunConfig, batch_size: int, targets: int) -> TrainingWork:
     """The multiply-adds of one training step of `config`'s network (see the module) on a
     random batch of `batch_size` examples with `targets` predicted elements."""
-    task = task_for(config)
-    with torch.device("meta"):
-        network = task.build_network()
-        generator = torch.Generator().manual_seed(0)
-        batch = task.random_batch(batch_size, targets, network.receptive_field, generator)
+    task, network, batch = _on_meta(config, batch_size, targets)
     counter = WorkCounter()
     with counter:
         loss = task.loss_sum(network, batch)
         forward = counter.multiply_adds
         loss.backward()
     return TrainingWork(forward, counter.multiply_adds)
+
+
+def _on_meta(config: RunConfig, batch_size: int, targets: int) -> tuple[Task, CausalNetwork, Batch]:
+    """`config`'s task, its network and a random batch of `batch_size` examples with `targets`
+    predicted elements, on the meta device: shapes only, nothing computed."""
+    task = task_for(config)
+    with torch.device("meta"):
+        network = task.build_network()
+        generator = torch.Generator().manual_seed(0)
+        batch = task.random_batch(batch_size, targets, network.receptive_field, generator)
+    return task, network, batch

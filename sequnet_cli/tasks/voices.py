@@ -145,9 +145,12 @@ class VoiceCounts:
             raise ValueError("voice counts need a non-negative share per count, not all zero")
         self.most = int(np.flatnonzero(shares)[-1])
         probabilities = torch.tensor(shares[: self.most + 1] / shares.sum(), dtype=torch.float32)
-        self.probabilities = probabilities.to(device)  # (K + 1,)
+        # The distribution is fixed, so its CDF is summed once, not at every generation step.
+        self.cumulative = probabilities.cumsum(0).to(device)  # (K + 1,)
 
     def draw(self, uniforms: Tensor) -> Tensor:
-        """One count per uniform number of `uniforms: (B,)`: `(B,)` long."""
-        drawn = _inverse_cdf(self.probabilities.expand(uniforms.shape[0], -1), uniforms)
-        return drawn.clamp_(max=self.most)
+        """One count per uniform number of `uniforms: (B,)`, by inverting the CDF (as
+        `_inverse_cdf` does): `(B,)` long."""
+        target = uniforms * self.cumulative[-1]  # (B,)
+        drawn = torch.searchsorted(self.cumulative, target, right=True)
+        return drawn.clamp_(max=self.most)  # past the CDF's end only by rounding
