@@ -73,6 +73,7 @@ class Cell:
     model: str
     config: RunConfig
     run: Run | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # the run's training state
     estimate_seconds: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
 
@@ -80,12 +81,14 @@ class Cell:
     def name(self) -> str:
         return f"{self.preset} / {self.model}"
 
-    @property
-    def state(self) -> dict[str, Any]:
-        """The run's training state (epochs, steps, seconds), from its last checkpoint."""
-        if self.run is None or not self.run.checkpoint_path("last").is_file():
-            return {}
-        return dict(self.run.load_state("last").get("training", {}))
+    def find_run(self) -> None:
+        """The newest run of the cell's settings, and its training state (epochs, steps,
+        seconds) from its last checkpoint."""
+        self.run = newest_run(self.config)
+        self.state = {}
+        if self.run is not None:
+            training = self.run.load_state("last", mmap=True).get("training", {})
+            self.state = dict(training)
 
     @property
     def finished(self) -> bool:
@@ -175,7 +178,7 @@ def train(cell: Cell, overrides: list[str], minutes: float, log: Path) -> None:
             env={**os.environ, "OMP_NUM_THREADS": "1"},
             check=False,
         )
-    cell.run = newest_run(cell.config)
+    cell.find_run()
 
 
 def score(cell: Cell) -> None:
@@ -277,7 +280,7 @@ def main(
     ]
     frames = {preset: mean_piece_frames(preset, quick) for preset in PRESETS}
     for cell in cells:
-        cell.run = newest_run(cell.config)
+        cell.find_run()
         cell.estimate_seconds = 0.0 if cell.finished else estimate(cell, frames[cell.preset])
     todo = [cell for cell in cells if not cell.finished]
     print(

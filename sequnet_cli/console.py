@@ -330,7 +330,7 @@ def print_runs(
     command that makes one. The test score is the one `sequnet evaluate` found for the run's
     best checkpoint, when it has scored it."""
     if not runs:
-        console.print(f"no runs {chosen}yet in {folder}; start one with `{start}`")
+        console.print(f"no runs {chosen}yet in {folder}; start one with `{start}`", markup=False)
         if not demos:
             return
     title = f"runs {chosen}in {folder}" if runs else "demo models shipped with sequnet"

@@ -112,7 +112,7 @@ def generate(
         request = replace(request, tempo=plan.tempo)  # what the files are written at
         if trained.demo is not None:
             console.print(trained.demo.notice(), soft_wrap=True)
-        console.print(trained.describe(), soft_wrap=True)
+        console.print(trained.describe(), soft_wrap=True, markup=False)  # a path, as it is
         task = trained.task
         temperature = sampling_temperature(task, request.temperature)
         sampler = task.sampler(

@@ -80,14 +80,6 @@ class AudioCoding:
             x[:, CLASSES] = _amplitude(codes)
         return x
 
-    def encode_step(self, codes: Tensor, out: Tensor) -> Tensor:
-        """Classes `(B, 1)` int64 -> one step's input written into `out: (B, in_channels)`."""
-        out.zero_()
-        out[:, :CLASSES].scatter_(1, codes, 1.0)
-        if self.input != "one-hot":
-            out[:, CLASSES] = _amplitude(codes[:, 0])
-        return out
-
     def nll(self, output: Tensor, target: Tensor) -> Tensor:
         """Summed negative log-likelihood in nats of `target: (B, T)` under `output: (B, C, T)`."""
         if self.output == "softmax":
