@@ -6,6 +6,7 @@ figures.
     python scripts/paper_table.py                 # the whole table, two runs at a time
     python scripts/paper_table.py --minutes 90    # no run longer than 90 minutes
     python scripts/paper_table.py --plan          # what it would train, and how long
+    python scripts/paper_table.py --no-train      # the table of the runs as they are now
     python scripts/paper_table.py --quick         # tiny networks, a few dozen steps: a check
 
 Each of the six runs is an ordinary `sequnet train PRESET --model MODEL` run in the user's runs
@@ -247,6 +248,10 @@ def markdown(cells: list[Cell], speeds: dict[str, dict[str, Any]], note: str) ->
             f"{int(state.get('epoch', 0))} epochs, {int(state.get('step', 0)):,} steps, "
             f"{duration(float(state.get('seconds', 0.0)))}"
         )
+        if cell.run is None:
+            training = "not trained"
+        elif not cell.finished:
+            training += f" (unfinished: the preset trains {cell.config.train.epochs} epochs)"
         ratios = ("", "")
         if cell.model == "sequnet":
             ratios = (
@@ -271,6 +276,13 @@ def main(
     plan_only: Annotated[
         bool, typer.Option("--plan", help="Say what would be trained and how long, then stop.")
     ] = False,
+    train_runs: Annotated[
+        bool,
+        typer.Option(
+            "--train/--no-train",
+            help="--no-train: train nothing; score the runs as they are, unfinished ones marked.",
+        ),
+    ] = True,
 ) -> None:
     overrides = QUICK_SETTINGS if quick else []
     cells = [
@@ -282,10 +294,11 @@ def main(
     for cell in cells:
         cell.find_run()
         cell.estimate_seconds = 0.0 if cell.finished else estimate(cell, frames[cell.preset])
-    todo = [cell for cell in cells if not cell.finished]
+    todo = [cell for cell in cells if not cell.finished] if train_runs else []
     print(
-        f"paper table: {len(cells) - len(todo)} of {len(cells)} runs finished, {len(todo)} to "
-        f"train, about {duration(schedule(todo, jobs, minutes))} at {jobs} at a time "
+        f"paper table: {sum(cell.finished for cell in cells)} of {len(cells)} runs finished, "
+        f"{len(todo)} to train, about {duration(schedule(todo, jobs, minutes))} at {jobs} at "
+        "a time "
         "(then scoring and speed, minutes)",
         flush=True,
     )
@@ -302,6 +315,8 @@ def main(
             pool.submit(train, cell, overrides, minutes, log)
     for cell in cells:
         if cell.run is None:
+            if not train_runs:
+                continue  # a row that says so
             raise SystemExit(f"error: {cell.name} made no run; see {out}")
         score(cell)
         print(f"{cell.name}: train {cell.scores['train']:.3f}, test {cell.scores['test']:.3f}")
@@ -321,6 +336,7 @@ def main(
                 "preset": cell.preset,
                 "model": cell.model,
                 "run": cell.run.name if cell.run else None,
+                "finished": cell.run is not None and cell.finished,
                 "scores": cell.scores,
                 "paper": PAPER[(cell.preset, cell.model)],
                 "training": {

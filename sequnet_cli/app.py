@@ -383,6 +383,8 @@ def evaluate(
     from sequnet_cli.devices import resolve_device
     from sequnet_cli.trained_model import load_model
 
+    if voices is not None and not generation:
+        raise ConfigError("--voices shapes generated clips; use it with --generation")
     target = resolve_device(device)
     if generation:
         from sequnet_cli.console import print_stability
@@ -396,7 +398,8 @@ def evaluate(
         print_stability(stability_report(trained, request, target, data, data_dir), json_output)
         return
     from sequnet_cli.console import print_scores
-    from sequnet_cli.evaluation import SPLITS, evaluate_model, scores_document
+    from sequnet_cli.data import SPLITS
+    from sequnet_cli.evaluation import evaluate_model, scores_document
 
     splits = list(split or SPLITS)
     unknown = [s for s in splits if s not in SPLITS]

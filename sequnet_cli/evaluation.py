@@ -21,8 +21,6 @@ from sequnet_cli.console import count_progress, file_progress
 from sequnet_cli.tasks import WHOLE, Batch, Shard, Task, TaskData
 from sequnet_cli.trained_model import TrainedModel
 
-SPLITS = ("train", "valid", "test")
-
 
 @dataclass(frozen=True)
 class SplitScore:

@@ -126,3 +126,11 @@ def test_an_exported_demo_keeps_its_data_voices_and_tempo(
     sampled = succeed(capsys, "sample", "jsb", "--steps", "12", "--out", str(target))
     assert "shipped demo" in sampled.out and "warning" not in sampled.err
     assert (voices(target, 12) == 4).all() and tempo(target) == 90.0
+
+
+def test_voices_without_generation_is_refused_not_ignored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Scoring splits draws nothing, so `--voices` there would silently do nothing."""
+    result = run(capsys, "evaluate", "jsb", "--voices", "4")
+    assert_one_error_line(result, "--voices", "--generation")

@@ -50,3 +50,21 @@ def test_the_quick_table_is_made_then_reused(tmp_path: Path) -> None:
     assert markdown.count("\n| ") == 7 and "(8.173)" in markdown  # header rule and six rows
     again = table("--plan")
     assert "6 of 6 runs finished, 0 to train" in again.stdout
+
+
+@pytest.mark.data
+def test_no_train_tables_the_runs_as_they_are(tmp_path: Path) -> None:
+    out = tmp_path / "table"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-train", "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=900,
+        env={**os.environ, "SEQUNET_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 of 6 runs finished, 0 to train" in done.stdout
+    document = json.loads((out / "table.json").read_text())
+    assert all(cell["run"] is None and not cell["finished"] for cell in document["cells"])
+    assert (out / "table.md").read_text().count("not trained") == 6
+    assert not (tmp_path / "home" / "runs").exists() or not any(
+        (tmp_path / "home" / "runs").iterdir()
+    )

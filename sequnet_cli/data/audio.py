@@ -28,8 +28,9 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import torch
 
+from sequnet_cli.data import SPLITS
 from sequnet_cli.data.audio_decoding import SILENCE_CODE, decode_all, default_workers, probe
-from sequnet_cli.data.audio_files import SPLITS, Layout, find_layout, split_by_file
+from sequnet_cli.data.audio_files import Layout, find_layout, split_by_file
 from sequnet_cli.errors import ConfigError, DataError, warn
 from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import cache_dir

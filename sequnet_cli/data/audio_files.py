@@ -21,11 +21,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from sequnet_cli.data import SPLITS
 from sequnet_cli.data.rolls import split_counts
 from sequnet_cli.errors import DataError, warn
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au"})
-SPLITS = ("train", "valid", "test")
 SPLIT_SEED = 0  # fixed so the by-file split never changes between runs or machines
 MAESTRO_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
 VALID_FOLDERS = ("valid", "validation")

@@ -23,7 +23,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import scipy.io
 
-from sequnet_cli.data.rolls import HIGHEST_PITCH, LOWEST_PITCH, PITCHES, SPLITS, PianoRollSplits
+from sequnet_cli.data import SPLITS
+from sequnet_cli.data.rolls import HIGHEST_PITCH, LOWEST_PITCH, PITCHES, PianoRollSplits
 from sequnet_cli.errors import DataError, warn
 from sequnet_cli.files import atomic_write
 from sequnet_cli.paths import cache_dir, data_search_dirs

@@ -13,7 +13,6 @@ import numpy as np
 PITCHES = 88
 LOWEST_PITCH = 21  # MIDI A0, column 0 of a piano roll
 HIGHEST_PITCH = LOWEST_PITCH + PITCHES - 1  # MIDI C8
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from torch import Tensor
 from models import CausalNetwork, build_network
 from sequnet_cli.audio_io import audio_stats, play, spectral_flatness, write_wav
 from sequnet_cli.config import RunConfig
+from sequnet_cli.data import SPLITS
 from sequnet_cli.data.audio import AudioCorpus, AudioSplit
 from sequnet_cli.data.audio_decoding import (
     SILENCE_CODE,
@@ -30,7 +31,6 @@ from sequnet_cli.data.audio_decoding import (
     mu_law_decode,
     mu_law_encode,
 )
-from sequnet_cli.data.audio_files import SPLITS
 from sequnet_cli.errors import ConfigError, DataError
 from sequnet_cli.tasks import (
     DEFAULT_TEMPO,
