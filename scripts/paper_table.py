@@ -49,6 +49,7 @@ from sequnet_cli.training_step import TrainingStep
 
 PRESETS = ("jsb", "nottingham", "musedata")
 MODELS = ("sequnet", "tcn")
+PAPER_BATCH = 16  # the batch size the paper's text gives (§5.1); the authors' code trains one
 # Table 1 of the paper (frame-wise NLL; seconds per step and MB on a GTX 1080).
 PAPER: dict[tuple[str, str], dict[str, float]] = {
     ("musedata", "tcn"): {"train": 5.789, "test": 6.931, "seconds": 0.0059, "megabytes": 108.5},
@@ -192,13 +193,22 @@ def score(cell: Cell) -> None:
 
 
 def speed(preset: str, frames: int, quick: bool) -> dict[str, Any]:
-    """Both networks' training steps, interleaved, one piece of `frames` frames per step."""
+    """Both networks' training steps, interleaved, pieces of `frames` frames: one per step, as
+    the presets train, and (under "batch") the paper's batch of 16 (2 with `quick`)."""
+    measured = compare(preset, frames, 1, quick)
+    batch = 2 if quick else PAPER_BATCH
+    measured["batch"] = {"pieces": batch, **compare(preset, frames, batch, quick)}
+    return measured
+
+
+def compare(preset: str, frames: int, batch: int, quick: bool) -> dict[str, Any]:
+    """Both networks' training steps, interleaved, `batch` pieces of `frames` frames a step."""
     sizes = QUICK_SIZES if quick else None
-    plan = make_plan(preset, "tcn", "cpu", 1, 1, False, sizes)
+    plan = make_plan(preset, "tcn", "cpu", 1, batch, False, sizes)
     if quick:
         plan = _tiny(plan)
     comparison = compare_training(
-        plan, training_stage(plan, plan.sequnet, plan.baseline, 1, frames)
+        plan, training_stage(plan, plan.sequnet, plan.baseline, batch, frames)
     )
     paper_time = PAPER[(preset, "tcn")]["seconds"] / PAPER[(preset, "sequnet")]["seconds"]
     paper_memory = PAPER[(preset, "tcn")]["megabytes"] / PAPER[(preset, "sequnet")]["megabytes"]
@@ -236,10 +246,17 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minute:02d} min" if hours else f"{minute} min {second:02d} s"
 
 
+def ratio_cell(measured: dict[str, Any], key: str, paper: str) -> str:
+    """A ratio at one piece a step and at the paper's batch, beside the paper's."""
+    batch = measured["batch"]
+    return f"{measured[key]:.2f}x; {batch[key]:.2f}x at {batch['pieces']} ({measured[paper]:.2f}x)"
+
+
 def markdown(cells: list[Cell], speeds: dict[str, dict[str, Any]], note: str) -> str:
     header = (
         "| data | model | train NLL (paper) | test NLL (paper) | training | time ratio TCN / "
-        "Seq-U-Net (paper) | memory ratio TCN / Seq-U-Net (paper) |"
+        "Seq-U-Net, 1 piece a step; a batch (paper) | memory ratio TCN / Seq-U-Net, 1 piece a "
+        "step; a batch (paper) |"
     )
     rows = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
     for cell in cells:
@@ -255,8 +272,8 @@ def markdown(cells: list[Cell], speeds: dict[str, dict[str, Any]], note: str) ->
         ratios = ("", "")
         if cell.model == "sequnet":
             ratios = (
-                f"{measured['time_ratio']:.2f}x ({measured['paper_time_ratio']:.2f}x)",
-                f"{measured['counted_memory_ratio']:.2f}x ({measured['paper_memory_ratio']:.2f}x)",
+                ratio_cell(measured, "time_ratio", "paper_time_ratio"),
+                ratio_cell(measured, "counted_memory_ratio", "paper_memory_ratio"),
             )
         rows.append(
             f"| {cell.preset} | {cell.model} | {cell.scores.get('train', float('nan')):.3f} "
@@ -313,6 +330,7 @@ def main(
         for cell in todo:
             log = out / f"{cell.preset}-{cell.model}.log"
             pool.submit(train, cell, overrides, minutes, log)
+    trained_seconds = time.monotonic() - started
     for cell in cells:
         if cell.run is None:
             if not train_runs:
@@ -322,12 +340,13 @@ def main(
         print(f"{cell.name}: train {cell.scores['train']:.3f}, test {cell.scores['test']:.3f}")
     speeds = {preset: speed(preset, frames[preset], quick) for preset in PRESETS}
     threads = torch.get_num_threads()
+    trained = f"training {duration(trained_seconds)} in this call" if todo else "no training"
     note = (
-        f"Measured on {os.cpu_count()} CPU cores ({threads} threads available), torch "
-        f"{torch.__version__}; training {duration(time.monotonic() - started)} in this call. "
-        "Speed and memory: one piece per step of the data set's mean length, both networks' "
-        "steps interleaved on one thread; memory counted (weights, gradients, Adam state, saved "
-        "activations, batch)."
+        f"Measured on {os.cpu_count()} CPU cores ({threads} torch threads), torch "
+        f"{torch.__version__}; {trained}. Speed and memory: pieces of the data set's mean "
+        "length, one per step as the presets train, then as many as the paper's batch, both "
+        "networks' steps interleaved on one thread; memory counted (weights, gradients, Adam "
+        "state, saved activations, batch)."
     )
     document = {
         "quick": quick,

@@ -42,6 +42,9 @@ def test_the_quick_table_is_made_then_reused(tmp_path: Path) -> None:
         assert 0 < cell["scores"]["test"] < 100 and cell["paper"]["test"] > 0
     for preset, speed in document["speed"].items():
         assert speed["time_ratio"] > 0 and speed["counted_memory_ratio"] > 0, preset
+        batch = speed["batch"]  # the paper's batch, shrunk with the networks
+        assert batch["pieces"] == 2 and batch["time_ratio"] > 0, preset
+        assert batch["counted_memory_bytes"]["tcn"] > speed["counted_memory_bytes"]["tcn"], preset
         assert speed["paper_memory_ratio"] == pytest.approx(
             cells[(preset, "tcn")]["paper"]["megabytes"]
             / cells[(preset, "sequnet")]["paper"]["megabytes"]
