@@ -342,7 +342,7 @@ def main(
     threads = torch.get_num_threads()
     trained = f"training {duration(trained_seconds)} in this call" if todo else "no training"
     note = (
-        f"Measured on {os.cpu_count()} CPU cores ({threads} torch threads), torch "
+        f"Measured on {os.cpu_count()} CPU cores (torch threads: {threads}), torch "
         f"{torch.__version__}; {trained}. Speed and memory: pieces of the data set's mean "
         "length, one per step as the presets train, then as many as the paper's batch, both "
         "networks' steps interleaved on one thread; memory counted (weights, gradients, Adam "
