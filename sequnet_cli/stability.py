@@ -149,8 +149,8 @@ def stability_report(
     with GenerationDisplay(steps * request.count, task.unit, task.sample_rate) as display:
         clips = collect(generation, steps, lambda count: display.advance(count * request.count))
     windows = [
-        _window(measure, reference, clips[:, start : start + measure.window])
-        for start in range(0, steps - measure.window + 1, measure.window)
+        _window(measure, reference, clips[:, first : first + measure.window])
+        for first in range(0, steps - measure.window + 1, measure.window)
     ]
     counting, distribution = measure.counting, None
     if counting is not None:
